@@ -1,0 +1,1 @@
+"""Resource YAML (Dapr's Component format) and process settings."""

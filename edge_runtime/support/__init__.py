@@ -1,0 +1,1 @@
+"""Small helpers shared by building blocks (files, clocks, backoff)."""
