@@ -23,7 +23,11 @@ class DiskBudget:
     """
 
     def __init__(
-        self, data_dir: Path, max_bytes: int | None, *, refresh_s: float = 1.0,
+        self,
+        data_dir: Path,
+        max_bytes: int | None,
+        *,
+        refresh_s: float = 1.0,
         min_free_bytes: int = MIN_FREE_BYTES,
     ) -> None:
         self.data_dir = data_dir
@@ -43,7 +47,7 @@ class DiskBudget:
         for root, _dirs, files in os.walk(self.data_dir):
             for name in files:
                 try:
-                    used += os.stat(os.path.join(root, name)).st_size  # noqa: PTH110,PTH116
+                    used += os.stat(os.path.join(root, name)).st_size
                 except OSError:
                     continue
         try:

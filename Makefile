@@ -1,0 +1,68 @@
+# Two commands for a newcomer: `make run` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+APP_ID ?= edge-app
+HTTP_PORT ?= 3500
+MOSQUITTO_PORT ?= 1883
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint typecheck unit bench system-deps venv clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "edge-runtime needs Python 3.11 or newer"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python3 -m venv failed: installing python3-venv"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# mosquitto (pub/sub broker) and socat (serial pty pairs in tests) from Debian's packages.
+system-deps:
+	@missing=""; \
+	for tool in mosquitto socat; do command -v $$tool >/dev/null 2>&1 || \
+	  [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing || \
+	  echo "warning: could not install$$missing; tests that need them will be skipped"; \
+	fi
+
+run: venv system-deps
+	@if ! (exec 3<>/dev/tcp/127.0.0.1/$(MOSQUITTO_PORT)) 2>/dev/null; then \
+	  if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
+	    echo "starting a local mosquitto on 127.0.0.1:$(MOSQUITTO_PORT)"; \
+	    PATH="$$PATH:/usr/sbin" mosquitto -d -p $(MOSQUITTO_PORT); \
+	  fi; \
+	fi
+	$(VENV)/bin/edge-runtime run --app-id $(APP_ID) --dapr-http-port $(HTTP_PORT) \
+	  --resources-path components --data-dir .edge-runtime $(ARGS)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.installed-test
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.installed-test system-deps
+	PATH="$$PATH:/usr/sbin" $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+bench: $(VENV)/.installed-test
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
+	$(PY) -m bench.state_bench
+	$(PY) -m bench.startup_bench
+
+clean:
+	rm -rf $(VENV) .edge-runtime .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,232 @@
+"""Our small ASGI adapter: a route table over the fixed Dapr API, no web framework.
+
+It reads the body (refusing anything over ``--max-body-size`` with 413 before reading it when
+``Content-Length`` says so), checks the API token, finds the route, calls the handler and
+renders :class:`~edge_runtime.errors.APIError` as Dapr's JSON error body. Any other exception
+is logged with its traceback and answered with a generic 500: never a stack trace on the wire.
+Unknown paths get a 404 and known paths with another method a 405, both as JSON errors.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote
+
+from edge_runtime import errors as E
+from edge_runtime.errors import APIError
+from edge_runtime.observability.metrics import HTTP_REQUESTS
+
+log = logging.getLogger("edge_runtime.api.http")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = "application/json"
+
+
+@dataclass(slots=True)
+class Request:
+    """A parsed request: path parameters, query pairs, lower-case headers and the body."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    query: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def arg(self, name: str, default: str = "") -> str:
+        """The first query value named ``name``."""
+        return next((v for k, v in self.query if k == name), default)
+
+    def metadata(self) -> dict[str, str]:
+        """``metadata.<key>`` query parameters, prefix stripped, first value kept."""
+        out: dict[str, str] = {}
+        for k, v in self.query:
+            if k.startswith("metadata.") and len(k) > 9:
+                out.setdefault(k[9:], v)
+        return out
+
+    def json(self) -> Any:
+        """The body parsed as JSON; a 400 ``ERR_MALFORMED_REQUEST`` when it is not."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise APIError(E.MALFORMED_REQUEST, f"failed deserializing HTTP body: {exc}") from None
+
+
+@dataclass(slots=True)
+class Response:
+    """What a handler returns; ``content_type`` ``None`` sends no Content-Type."""
+
+    status: int = 204
+    body: bytes = b""
+    content_type: str | None = JSON
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200) -> Response:
+        """A JSON body."""
+        return cls(status, json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """``pattern`` segments are literals, ``{name}`` (one segment) or ``{name...}`` (the rest)."""
+
+    methods: frozenset[str]
+    pattern: str
+    handler: Handler
+    group: str
+
+    def match(self, segments: Sequence[str]) -> dict[str, str] | None:
+        """Path parameters when ``segments`` fit the pattern, else ``None``."""
+        parts = self.pattern.strip("/").split("/")
+        params: dict[str, str] = {}
+        for i, part in enumerate(parts):
+            if part.startswith("{") and part.endswith("...}"):
+                rest = segments[i:]
+                if not rest:
+                    return None
+                params[part[1:-4]] = "/".join(rest)
+                return params
+            if i >= len(segments):
+                return None
+            if part.startswith("{"):
+                params[part[1:-1]] = segments[i]
+            elif part != segments[i]:
+                return None
+        return params if len(parts) == len(segments) else None
+
+
+def route(methods: str, pattern: str, handler: Handler, group: str = "") -> Route:
+    """Shorthand: ``route("GET,DELETE", "/v1.0/state/{store}/{key}", h)``."""
+    return Route(frozenset(methods.split(",")), pattern, handler, group or pattern.split("/")[2])
+
+
+def error_response(err: APIError) -> Response:
+    """Dapr's JSON error body with the table's HTTP status."""
+    resp = Response.json(err.json_body(), err.kind.http)
+    resp.headers.extend(err.headers.items())
+    return resp
+
+
+_EXEMPT = frozenset({"/v1.0/healthz", "/v1.0/healthz/outbound"})
+
+
+class HttpApp:
+    """The ASGI callable serving one route table."""
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        *,
+        max_body_size: int,
+        api_token: str | None = None,
+    ) -> None:
+        self.routes = list(routes)
+        self.max_body_size = max_body_size
+        self._token = api_token.encode() if api_token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry point (HTTP only; lifespan is handled by the runtime, not uvicorn)."""
+        if scope["type"] != "http":
+            return
+        group = "unmatched"
+        try:
+            resp, group = await self._handle(scope, receive)
+        except APIError as err:
+            resp = error_response(err)
+        except Exception:
+            log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
+            resp = Response.json(
+                {"errorCode": "ERROR", "message": "internal error; see the sidecar log"}, 500
+            )
+        HTTP_REQUESTS.labels(group, str(resp.status)).inc()
+        await self._send(send, resp)
+
+    async def _handle(self, scope: Scope, receive: Receive) -> tuple[Response, str]:
+        method: str = scope["method"]
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        raw_path = raw.decode("latin-1").split("?", 1)[0]
+        segments = [unquote(s) for s in raw_path.split("/") if s]
+        path = "/" + "/".join(segments)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self._token is not None and not (method == "GET" and path in _EXEMPT):
+            given = headers.get("dapr-api-token", "").encode("latin-1")
+            if not hmac.compare_digest(given, self._token):
+                return Response(401, b"invalid api token", "text/plain; charset=utf-8"), "auth"
+        found, allowed = self._find(method, segments)
+        if found is None:
+            if allowed:
+                raise APIError(
+                    E.METHOD_NOT_ALLOWED,
+                    f"method {method} is not allowed for {path}",
+                    headers={"Allow": ", ".join(sorted(allowed))},
+                )
+            raise APIError(E.NOT_FOUND, f"no Dapr API route for {method} {path}")
+        r, params = found
+        body = await self._read_body(headers, receive)
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        request = Request(method, path, params, query, headers, body)
+        return await r.handler(request), r.group
+
+    def _find(
+        self,
+        method: str,
+        segments: Sequence[str],
+    ) -> tuple[tuple[Route, dict[str, str]] | None, set[str]]:
+        allowed: set[str] = set()
+        for r in self.routes:
+            params = r.match(segments)
+            if params is None:
+                continue
+            if method in r.methods:
+                return (r, params), allowed
+            allowed |= r.methods
+        return None, allowed
+
+    async def _read_body(self, headers: dict[str, str], receive: Receive) -> bytes:
+        limit = self.max_body_size
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise _too_large(limit)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _send(send: Send, resp: Response) -> None:
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers]
+        if resp.content_type is not None and resp.status != 204:
+            headers.append((b"content-type", resp.content_type.encode()))
+        body = b"" if resp.status in (204, 304) else resp.body
+        await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _too_large(limit: int) -> APIError:
+    return APIError(
+        E.BODY_TOO_LARGE, f"the request body is larger than --max-body-size ({limit} bytes)"
+    )

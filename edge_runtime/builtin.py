@@ -1,0 +1,19 @@
+"""The one list of built-in component types."""
+
+from __future__ import annotations
+
+from edge_runtime.registry import Registry
+from edge_runtime.secretstores import env as secret_env
+from edge_runtime.secretstores import file as secret_file
+from edge_runtime.state import memory as state_memory
+from edge_runtime.state.sqlite import store as state_sqlite
+
+
+def builtin_registry() -> Registry:
+    """A registry holding every built-in type."""
+    r = Registry()
+    r.register("state.sqlite", state_sqlite.create)
+    r.register("state.in-memory", state_memory.create)
+    r.register("secretstores.local.env", secret_env.create)
+    r.register("secretstores.local.file", secret_file.create)
+    return r

@@ -1,0 +1,186 @@
+"""``edge-runtime run | validate``: parse the command line and call the runtime.
+
+``run`` takes daprd's flag names (``--app-id``, ``--dapr-http-port`` ...) plus ours
+(``--data-dir``, ``--durability`` ...). As with ``dapr run``, everything after ``--`` is started
+as the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_runtime import __version__
+from edge_runtime.config.settings import Settings, default_data_dir, parse_quantity
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0 picks a free one), got {text}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_quantity(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the sidecar (and the app given after --)",
+        description="Run the sidecar. Everything after -- is started as the app.",
+    )
+    p.add_argument("--app-id", required=True, help="the app's id: state key prefix, MQTT client id")
+    p.add_argument("--app-port", type=_port, help="the port the app listens on")
+    p.add_argument("--app-protocol", choices=["http", "grpc"], default="http")
+    p.add_argument("--app-channel-address", default="127.0.0.1")
+    p.add_argument("--dapr-http-port", type=_port, default=3500, help="0 picks a free port")
+    p.add_argument("--dapr-grpc-port", type=_port, default=50001, help="0 picks a free port")
+    p.add_argument(
+        "--dapr-listen-addresses",
+        default="127.0.0.1",
+        help="address the Dapr API listens on (default loopback only)",
+    )
+    p.add_argument("--metrics-port", type=_port, default=9090, help="0 picks a free port")
+    p.add_argument("--enable-metrics", default="true", choices=["true", "false"])
+    p.add_argument(
+        "--resources-path",
+        "--components-path",
+        action="append",
+        default=[],
+        dest="resources_path",
+        help="folder of component YAML (repeatable)",
+    )
+    p.add_argument(
+        "--max-body-size",
+        type=_size,
+        default="4Mi",
+        help="largest request body, e.g. 4Mi (default)",
+    )
+    p.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warn", "error", "fatal"]
+    )
+    p.add_argument("--log-as-json", action="store_true")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="databases and runtime.json ($STATE_DIRECTORY, else ./.edge-runtime)",
+    )
+    p.add_argument(
+        "--durability",
+        choices=["full", "normal"],
+        default="full",
+        help="full: fsync before every ack (default); normal: a power cut may lose "
+        "the last commits",
+    )
+    p.add_argument(
+        "--commit-window-ms",
+        type=float,
+        default=0.0,
+        help="extra wait to gather writes into one commit (default 0: batch "
+        "whatever queued during the previous commit)",
+    )
+    p.add_argument(
+        "--max-disk-mb",
+        type=float,
+        default=None,
+        help="disk budget for the data dir; writes beyond it get ERR_STORAGE_FULL",
+    )
+    p.add_argument("--dapr-graceful-shutdown-seconds", type=float, default=5.0)
+    p.add_argument("app", nargs=argparse.REMAINDER, help="-- then the app's command line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(prog="edge-runtime", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    v = sub.add_parser("validate", help="check a resources folder and list every problem")
+    v.add_argument(
+        "--resources-path",
+        "--components-path",
+        action="append",
+        default=[],
+        dest="resources_path",
+        required=True,
+    )
+    v.add_argument("--app-id", default=None, help="check scopes as this app")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from parsed ``run`` arguments and the environment."""
+    app = list(args.app)
+    if app and app[0] == "--":
+        app = app[1:]
+    return Settings(
+        app_id=args.app_id,
+        app_port=args.app_port,
+        app_protocol=args.app_protocol,
+        app_channel_address=args.app_channel_address,
+        dapr_http_port=args.dapr_http_port,
+        dapr_grpc_port=args.dapr_grpc_port,
+        dapr_listen_address=args.dapr_listen_addresses,
+        metrics_port=args.metrics_port,
+        enable_metrics=args.enable_metrics == "true",
+        resources_paths=tuple(Path(p) for p in args.resources_path),
+        max_body_size=args.max_body_size,
+        log_level=args.log_level,
+        log_as_json=args.log_as_json,
+        data_dir=args.data_dir or default_data_dir(),
+        durability=args.durability,
+        commit_window_ms=args.commit_window_ms,
+        max_disk_mb=args.max_disk_mb,
+        graceful_shutdown_s=args.dapr_graceful_shutdown_seconds,
+        api_token=os.environ.get("DAPR_API_TOKEN") or None,
+        app_api_token=os.environ.get("APP_API_TOKEN") or None,
+        namespace=os.environ.get("NAMESPACE", ""),
+        app_command=tuple(app),
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge_runtime.observability.logging import setup
+    from edge_runtime.runtime.runtime import Runtime
+
+    settings = settings_from_args(args)
+    setup(settings.log_level, as_json=settings.log_as_json, app_id=settings.app_id)
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(Runtime(settings).run())
+    return uvloop.run(Runtime(settings).run())  # type: ignore[no-any-return]
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from edge_runtime.builtin import builtin_registry
+    from edge_runtime.config.validate import validate
+
+    problems = validate(
+        [Path(p) for p in args.resources_path], registry=builtin_registry(), app_id=args.app_id
+    )
+    for p in problems:
+        print(p)  # noqa: T201 - this command's output is the list
+    if problems:
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)  # noqa: T201 - summary
+        return 1
+    print("no problems found", file=sys.stderr)  # noqa: T201 - summary
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edge-runtime`` script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    return _validate(args)

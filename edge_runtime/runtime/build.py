@@ -1,0 +1,144 @@
+"""Building and initialising components from manifests, secret stores first.
+
+A component that fails to build or initialise stops the start (the error names the component
+and says why), unless its ``spec.ignoreErrors`` is true: then it is logged, counted and left
+out. Components scoped to other app ids are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_runtime.config.manifest import ComponentManifest
+from edge_runtime.config.metadata import MetadataError
+from edge_runtime.config.resolve import in_scope, resolve_metadata
+from edge_runtime.config.settings import Settings
+from edge_runtime.errors import ComponentError
+from edge_runtime.observability.metrics import COMPONENT_INIT_FAILURES
+from edge_runtime.registry import ComponentContext, Registry, UnknownComponentType
+from edge_runtime.runtime.compstore import CompStore, Loaded, StateComponent
+from edge_runtime.secretstores import secret_getter
+from edge_runtime.state.keys import KeyPrefix
+from edge_runtime.support.disk import DiskBudget
+
+log = logging.getLogger("edge_runtime.runtime")
+
+
+class StartError(Exception):
+    """The sidecar cannot start; the message says what to fix."""
+
+
+class Builder:
+    """Turns manifests into initialised components in a :class:`CompStore`."""
+
+    def __init__(self, settings: Settings, registry: Registry, budget: DiskBudget | None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.budget = budget
+        self.components = CompStore()
+
+    def _context(self, manifest: ComponentManifest) -> ComponentContext:
+        s = self.settings
+        store = manifest.secret_store
+        if store is None and len(self.components.secrets) == 1:
+            store = next(iter(self.components.secrets))
+        md = resolve_metadata(
+            manifest,
+            app_id=s.app_id,
+            namespace=s.namespace,
+            get_secret=secret_getter(self.components.secrets),
+            default_secret_store=store,
+            environ=os.environ,
+        )
+        return ComponentContext(
+            manifest=manifest,
+            metadata=md,
+            app_id=s.app_id,
+            data_dir=s.data_dir,
+            durability=s.durability,
+            commit_window_ms=s.commit_window_ms,
+            disk_budget=self.budget,
+        )
+
+    async def build_all(self, manifests: Sequence[ComponentManifest]) -> CompStore:
+        """Build every in-scope component; raises :class:`StartError` on a fatal failure."""
+        ordered = sorted(
+            (m for m in manifests if self._in_scope(m)),
+            key=lambda m: 0 if m.block == "secretstores" else 1,
+        )
+        for manifest in ordered:
+            try:
+                await self._build(manifest)
+            except (
+                ComponentError,
+                MetadataError,
+                UnknownComponentType,
+                KeyError,
+                OSError,
+                TimeoutError,
+            ) as exc:
+                COMPONENT_INIT_FAILURES.labels(manifest.name, manifest.type).inc()
+                if isinstance(exc, MetadataError):  # its problems carry file:line already
+                    message = "; ".join(str(p) for p in exc.problems)
+                else:
+                    reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+                    message = f"{manifest.mark}: {manifest.describe()} failed to initialise: {reason}"
+                if manifest.ignore_errors:
+                    log.error("%s (ignored: spec.ignoreErrors is true)", message)  # noqa: TRY400 - the message is the whole story
+                    continue
+                raise StartError(message) from None
+        return self.components
+
+    def _in_scope(self, manifest: ComponentManifest) -> bool:
+        if in_scope(manifest, self.settings.app_id):
+            return True
+        log.info("skipping %s: not scoped to app %r", manifest.describe(), self.settings.app_id)
+        return False
+
+    async def _build(self, manifest: ComponentManifest) -> None:
+        registration = self.registry.lookup(manifest.type, manifest.version)
+        ctx = self._context(manifest)
+        instance = registration.factory(ctx)
+        await asyncio.wait_for(instance.init(), manifest.init_timeout_s)
+        features = tuple(sorted(str(f) for f in getattr(instance, "features", ())))
+        loaded = Loaded(manifest, instance, features)
+        if manifest.block == "state":
+            prefix = self._prefix(ctx)
+            self.components.state[manifest.name] = StateComponent(loaded, instance, prefix)
+        elif manifest.block == "secretstores":
+            self.components.secrets[manifest.name] = instance
+        self.components.add(loaded)
+        log.info("component loaded: %s", manifest.describe())
+
+    def _prefix(self, ctx: ComponentContext) -> KeyPrefix:
+        strategy = ctx.metadata.text("keyPrefix")
+        try:
+            return KeyPrefix.from_strategy(
+                strategy,
+                app_id=self.settings.app_id,
+                component=ctx.manifest.name,
+                namespace=self.settings.namespace,
+            )
+        except ValueError as exc:
+            raise ComponentError(str(exc)) from None
+
+    async def close_all(self) -> None:
+        """Close components in reverse order of loading; errors are logged, not raised."""
+        for loaded in reversed(self.components.loaded):
+            try:
+                await loaded.instance.close()
+            except Exception:
+                log.exception("closing %s failed", loaded.manifest.describe())
+
+
+def data_loss_notes(components: CompStore) -> list[str]:
+    """Quarantined database files reported by stores (shown in metadata)."""
+    return [
+        f"{loaded.name}: corrupt database moved to {Path(path)}"
+        for loaded in components.loaded
+        for path in getattr(loaded.instance, "quarantined", ()) or ()
+    ]

@@ -1,0 +1,245 @@
+"""The composition root: load, build, serve, run the app, and shut down in reverse.
+
+Start order (DESIGN.md §5, daprd's): open the databases (components), open the API ports
+(outbound health turns green, systemd READY), start the app when one is given after ``--``,
+then wait for the app's port (health turns green). Stop runs the other way: stop accepting
+requests and let in-flight ones finish, stop the app, close the databases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+
+from edge_runtime import __version__
+from edge_runtime.api.http import meta as http_meta
+from edge_runtime.api.http import state as http_state
+from edge_runtime.api.http.app import HttpApp, Request, Response, route
+from edge_runtime.api.http.server import HttpServer, bind
+from edge_runtime.api.universal import RuntimeView, Universal
+from edge_runtime.builtin import builtin_registry
+from edge_runtime.config.loader import load_resources
+from edge_runtime.config.settings import Settings
+from edge_runtime.observability import metrics
+from edge_runtime.registry import Registry
+from edge_runtime.runtime.app_process import AppProcess, app_env, wait_for_port
+from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
+from edge_runtime.support import systemd
+from edge_runtime.support.disk import DiskBudget
+
+log = logging.getLogger("edge_runtime.runtime")
+
+EXIT_FORCED = 1
+EXIT_START_FAILED = 1
+
+
+class Runtime:
+    """One sidecar. ``await run()`` returns the process exit code."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry | None = None,
+        *,
+        handle_signals: bool = True,
+    ) -> None:
+        self.settings = settings
+        self._handle_signals = handle_signals
+        self.registry = registry or builtin_registry()
+        self.view = RuntimeView(
+            app_id=settings.app_id,
+            namespace=settings.namespace,
+            app_port=settings.app_port,
+            app_protocol=settings.app_protocol,
+            app_channel_address=settings.app_channel_address,
+        )
+        self._stop = asyncio.Event()
+        self._forced = False
+        self._servers: list[HttpServer] = []
+        self._app: AppProcess | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.core: Universal | None = None
+        self.ready = asyncio.Event()
+        self.builder: Builder | None = None
+
+    # ----------------------------------------------------------------- public
+    def request_shutdown(self, force: bool = False) -> None:
+        """Stop soon (after the current reply); ``force`` exits 1 in ~100 ms, ungracefully."""
+        loop = asyncio.get_running_loop()
+        if force:
+            log.warning("forced shutdown requested: exiting with code 1 without draining")
+            loop.call_later(0.1, os._exit, EXIT_FORCED)
+            return
+        log.info("shutdown requested through the API")
+        loop.call_soon(self._stop.set)
+
+    async def run(self) -> int:
+        """Start everything, serve until told to stop, stop everything; the exit code."""
+        started = time.monotonic()
+        try:
+            await self._start()
+        except StartError as exc:
+            log.error("cannot start: %s", exc)  # noqa: TRY400 - the message is the whole story
+            await self._stop_all()
+            return EXIT_START_FAILED
+        self.ready.set()
+        log.info(
+            "edge-runtime %s ready in %.0f ms", __version__, (time.monotonic() - started) * 1000
+        )
+        code = await self._serve()
+        await self._stop_all()
+        return code
+
+    # ----------------------------------------------------------------- start
+    async def _start(self) -> None:
+        s = self.settings
+        try:
+            s.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartError(f"cannot create the data dir {s.data_dir}: {exc}") from None
+        budget = DiskBudget(s.data_dir, int(s.max_disk_mb * 1024 * 1024) if s.max_disk_mb else None)
+        resources = load_resources(list(s.resources_paths))
+        if resources.problems:
+            for p in resources.problems:
+                log.error("%s", p)
+            raise StartError(
+                f"{len(resources.problems)} problem(s) in the resources; "
+                "run `edge-runtime validate` for the list"
+            )
+        self.builder = Builder(s, self.registry, budget)
+        components = await self.builder.build_all(resources.components)
+        self.view.data_loss = data_loss_notes(components)
+        self.view.components_ready = True
+        self.core = Universal(self.view, components, self.request_shutdown)
+        await self._open_ports()
+        self._write_runtime_json()
+        systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {self.view.ports['http']}")
+        if self._handle_signals:
+            self._install_signals()
+        await self._start_app()
+
+    async def _open_ports(self) -> None:
+        s = self.settings
+        assert self.core is not None
+        api = HttpApp(
+            http_state.routes(self.core) + http_meta.routes(self.core),
+            max_body_size=s.max_body_size,
+            api_token=s.api_token,
+        )
+        listeners: list[tuple[str, HttpApp, int]] = [("http", api, s.dapr_http_port)]
+        if s.enable_metrics:
+            listeners.append(("metrics", _metrics_app(), s.metrics_port))
+        for name, app, port in listeners:
+            try:
+                sock = bind(s.dapr_listen_address, port)
+            except OSError as exc:
+                raise StartError(
+                    f"cannot listen on {s.dapr_listen_address}:{port} for the "
+                    f"{name} API: {exc.strerror or exc}"
+                ) from None
+            server = HttpServer(app, sock, name=name, graceful_s=s.graceful_shutdown_s)
+            await server.start()
+            self._servers.append(server)
+            self.view.ports[name] = server.port
+        self.view.ports_open = True
+        metrics.UP.set(1)
+        log.info("listening: %s", " ".join(f"{k}={v}" for k, v in self.view.ports.items()))
+
+    def _write_runtime_json(self) -> None:
+        path = self.settings.data_dir / "runtime.json"
+        doc = {
+            "pid": os.getpid(),
+            "appId": self.settings.app_id,
+            "ports": self.view.ports,
+            "version": __version__,
+        }
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.replace(path)
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        log.info("received %s: shutting down", signal.Signals(signum).name)
+        if self._app is not None:
+            self._app.send_signal(signum)
+        self._stop.set()
+
+    async def _start_app(self) -> None:
+        s = self.settings
+        if s.app_command:
+            env = app_env(
+                os.environ,
+                http_port=self.view.ports["http"],
+                grpc_port=s.dapr_grpc_port,
+                app_id=s.app_id,
+                app_port=s.app_port,
+            )
+            self._app = AppProcess(s.app_command, env)
+            try:
+                await self._app.start()
+            except OSError as exc:
+                raise StartError(str(exc)) from None
+        if s.app_port is None:
+            self.view.app_ready = True
+            return
+        self._tasks.append(asyncio.create_task(self._wait_app(), name="wait-for-app"))
+
+    async def _wait_app(self) -> None:
+        s = self.settings
+        assert s.app_port is not None
+        log.info("waiting for the app on %s:%d", s.app_channel_address, s.app_port)
+        await wait_for_port(s.app_channel_address, s.app_port)
+        self.view.app_ready = True
+        log.info("the app is listening on %s:%d", s.app_channel_address, s.app_port)
+
+    # ----------------------------------------------------------------- serve
+    async def _serve(self) -> int:
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._stop.wait())]
+        if self._app is not None:
+            waits.append(asyncio.ensure_future(self._app.wait()))
+        _done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for p in pending:
+            p.cancel()
+        if self._app is None:
+            return 0
+        if self._app.proc is not None and self._app.proc.returncode is not None:
+            code = await self._app.wait()
+            log.info("the app exited with code %d: shutting down", code)
+            return code
+        code_or_none = await self._app.stop(self.settings.graceful_shutdown_s)
+        return code_or_none or 0
+
+    async def _stop_all(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        metrics.UP.set(0)
+        for server in reversed(self._servers):
+            await server.stop()
+        self._servers.clear()
+        if self._app is not None:
+            await self._app.stop(self.settings.graceful_shutdown_s)
+        if self.builder is not None:
+            await self.builder.close_all()
+        with contextlib.suppress(OSError):
+            (self.settings.data_dir / "runtime.json").unlink()
+        log.info("stopped")
+
+
+def _metrics_app() -> HttpApp:
+    async def scrape(req: Request) -> Response:
+        return Response(200, metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+
+    return HttpApp([route("GET", "/metrics", scrape, "metrics")], max_body_size=4096)

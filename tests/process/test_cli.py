@@ -1,0 +1,284 @@
+"""The sidecar as users run it: a separate process, signals, the app after --, kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+COMPONENT = """\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: statestore
+spec:
+  type: state.sqlite
+  version: v1
+  metadata:
+  - name: connectionString
+    value: state.db
+"""
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge_runtime", *args]
+
+
+@pytest.fixture
+def resources(tmp_path: Path) -> Path:
+    res = tmp_path / "components"
+    res.mkdir()
+    (res / "state.yaml").write_text(COMPONENT)
+    return res
+
+
+def run_args(resources: Path, data_dir: Path, *extra: str) -> list[str]:
+    return cli(
+        "run",
+        "--app-id",
+        "app",
+        "--dapr-http-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--resources-path",
+        str(resources),
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[bytes], data_dir: Path, timeout: float = 20) -> int:
+    """The HTTP port once runtime.json exists and outbound health answers."""
+    deadline = time.monotonic() + timeout
+    runtime_json = data_dir / "runtime.json"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the sidecar exited with {proc.returncode}")
+        if runtime_json.exists():
+            port: int = json.loads(runtime_json.read_text())["ports"]["http"]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1.0/healthz/outbound").status_code == 204:
+                    return port
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.05)
+    raise AssertionError("the sidecar did not become ready")
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_sigterm_stops_gracefully_and_keeps_data(
+    resources: Path, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    proc = subprocess.Popen(run_args(resources, data), stderr=subprocess.PIPE)
+    procs.append(proc)
+    port = wait_ready(proc, data)
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/v1.0/state/statestore", json=[{"key": "k", "value": 1}]
+    )
+    assert r.status_code == 204
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert b"stopped" in err
+    assert b"Traceback" not in err
+    proc2 = subprocess.Popen(run_args(resources, data), stderr=subprocess.DEVNULL)
+    procs.append(proc2)
+    port = wait_ready(proc2, data)
+    assert httpx.get(f"http://127.0.0.1:{port}/v1.0/state/statestore/k").json() == 1
+
+
+APP = """
+import json, os, sys, urllib.request
+port = os.environ["DAPR_HTTP_PORT"]
+assert os.environ["APP_ID"] == "app"
+assert os.environ["DAPR_GRPC_PORT"]
+req = urllib.request.Request(
+    f"http://127.0.0.1:{port}/v1.0/state/statestore", method="POST",
+    data=json.dumps([{"key": "from-app", "value": os.environ.get("APP_PORT", "none")}]).encode(),
+    headers={"content-type": "application/json"})
+assert urllib.request.urlopen(req).status == 204
+sys.exit(7)
+"""
+
+
+def test_app_after_dashdash_gets_env_and_its_exit_code_is_ours(
+    resources: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    result = subprocess.run(
+        [*run_args(resources, data), "--", sys.executable, "-c", APP],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 7, result.stderr.decode()
+    assert b"the app exited with code 7" in result.stderr
+    import sqlite3
+
+    with sqlite3.connect(data / "state.db") as db:
+        rows = db.execute("SELECT value FROM state WHERE key = 'app||from-app'").fetchall()
+    assert rows == [(b'"none"',)] or rows == [('"none"',)]
+
+
+def test_signal_is_forwarded_to_the_app(resources: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    app = textwrap.dedent("""
+        import signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
+        print("app up", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen(
+        [*run_args(resources, data), "--", sys.executable, "-c", app],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"app up\n"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert proc.returncode == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def test_kill_9_loses_nothing_acknowledged(
+    resources: Path, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Save from several threads, SIGKILL the sidecar mid-stream: every 204 survives."""
+    data = tmp_path / "data"
+    proc = subprocess.Popen(run_args(resources, data), stderr=subprocess.DEVNULL)
+    procs.append(proc)
+    port = wait_ready(proc, data)
+    acked: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(n: int) -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            i = 0
+            while not stop.is_set():
+                key = f"w{n}-{i}"
+                try:
+                    r = c.post("/v1.0/state/statestore", json=[{"key": key, "value": i}])
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 204:
+                    with lock:
+                        acked.append(key)
+                i += 1
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(acked) < 300 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert len(acked) >= 300
+    proc2 = subprocess.Popen(run_args(resources, data), stderr=subprocess.DEVNULL)
+    procs.append(proc2)
+    port = wait_ready(proc2, data)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+        missing = []
+        for start in range(0, len(acked), 200):
+            keys = acked[start : start + 200]
+            items = c.post("/v1.0/state/statestore/bulk", json={"keys": keys}).json()
+            missing += [i["key"] for i in items if "data" not in i]
+    assert missing == []
+
+
+def test_bad_yaml_fails_with_file_and_line_and_no_traceback(tmp_path: Path) -> None:
+    res = tmp_path / "components"
+    res.mkdir()
+    (res / "bad.yaml").write_text(COMPONENT.replace("type: state.sqlite", "type: [oops"))
+    result = subprocess.run(
+        run_args(res, tmp_path / "data"), capture_output=True, timeout=30, check=False
+    )
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "bad.yaml:" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_component_type_names_the_type(tmp_path: Path) -> None:
+    res = tmp_path / "components"
+    res.mkdir()
+    (res / "s.yaml").write_text(COMPONENT.replace("state.sqlite", "state.redis"))
+    result = subprocess.run(
+        run_args(res, tmp_path / "data"), capture_output=True, timeout=30, check=False
+    )
+    assert result.returncode == 1
+    err = result.stderr.decode()
+    assert "state.redis" in err
+    assert "s.yaml:" in err
+    assert "Traceback" not in err
+
+
+def test_port_in_use_is_a_clear_error(resources: Path, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        args = run_args(resources, tmp_path / "data")
+        args[args.index("--dapr-http-port") + 1] = str(port)
+        result = subprocess.run(args, capture_output=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.decode()
+
+
+def test_validate_lists_every_problem(tmp_path: Path) -> None:
+    res = tmp_path / "components"
+    res.mkdir()
+    (res / "a.yaml").write_text(COMPONENT.replace("state.sqlite", "state.nope"))
+    (res / "b.yaml").write_text(
+        COMPONENT.replace("name: statestore", "name: other").replace(
+            "value: state.db", "value: x.db\n  - name: timeout\n    value: soon"
+        )
+    )
+    result = subprocess.run(
+        cli("validate", "--resources-path", str(res)), capture_output=True, timeout=30, check=False
+    )
+    assert result.returncode == 1
+    out = result.stdout.decode()
+    assert "a.yaml:" in out
+    assert "state.nope" in out
+    assert "b.yaml:" in out
+    assert "timeout" in out
+    good = subprocess.run(
+        cli("validate", "--resources-path", str(Path("components"))),
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert good.returncode == 0, good.stdout.decode()
