@@ -159,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
         import uvloop
     except ImportError:
         return asyncio.run(Runtime(settings).run())
-    return uvloop.run(Runtime(settings).run())  # type: ignore[no-any-return]
+    return uvloop.run(Runtime(settings).run())
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -1,7 +1,7 @@
 """Component types by name: ``"state.sqlite"`` (+ version) → factory.
 
 The one list of built-ins is ``builtin.py``; nothing registers itself on import. A lookup of an
-unknown type raises :class:`UnknownComponentType` naming the type and what is available.
+unknown type raises :class:`UnknownComponentTypeError` naming the type and what is available.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class ComponentContext:
 Factory = Callable[[ComponentContext], Any]
 
 
-class UnknownComponentType(LookupError):
+class UnknownComponentTypeError(LookupError):
     """No factory is registered for a type (or for that version of it)."""
 
 
@@ -76,13 +76,13 @@ class Registry:
             self._by_type[key] = reg
 
     def lookup(self, type_: str, version: str = "v1") -> Registration:
-        """The registration for ``type_``/``version``; raises :class:`UnknownComponentType`."""
+        """The registration for ``type_``/``version``; raises :class:`UnknownComponentTypeError`."""
         reg = self._by_type.get(type_.lower())
         if reg is None:
             known = ", ".join(sorted({r.type for r in self._by_type.values()}))
-            raise UnknownComponentType(f"unknown component type {type_!r}; known types: {known}")
+            raise UnknownComponentTypeError(f"unknown component type {type_!r}; known types: {known}")
         if version and version not in reg.versions:
-            raise UnknownComponentType(
+            raise UnknownComponentTypeError(
                 f"component type {type_!r} has no version {version!r};"
                 f" supported: {', '.join(reg.versions)}"
             )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +28,12 @@ class SecretRef:
 
 @dataclass(frozen=True, slots=True)
 class MetadataItem:
-    """One ``spec.metadata`` entry as written (before env, secret and token resolution)."""
+    """One ``spec.metadata`` entry as written (before env, secret and token resolution).
+
+    ``mark`` is the line of the key the value comes from (``value``, ``envRef`` or
+    ``secretKeyRef``), else the entry's first line. At most one source is set, except that an
+    empty ``value`` may accompany ``env_ref`` (the env var is used then).
+    """
 
     name: str
     mark: Mark
@@ -37,7 +44,11 @@ class MetadataItem:
 
 @dataclass(frozen=True, slots=True)
 class ComponentManifest:
-    """A ``kind: Component`` document."""
+    """A ``kind: Component`` document.
+
+    ``mark`` is the document's first line; ``field_marks`` holds the lines of individual fields
+    (``spec.type``, ``auth.secretStore`` ...) for messages, see :meth:`mark_of`.
+    """
 
     name: str
     type: str
@@ -49,6 +60,11 @@ class ComponentManifest:
     metadata: tuple[MetadataItem, ...] = ()
     secret_store: str | None = None
     scopes: tuple[str, ...] = ()
+    field_marks: tuple[tuple[str, Mark], ...] = field(default=(), compare=False, repr=False)
+
+    def mark_of(self, path: str) -> Mark:
+        """Where field ``path`` (e.g. ``spec.type``) was written; the document's mark if unknown."""
+        return next((m for p, m in self.field_marks if p == path), self.mark)
 
     @property
     def block(self) -> str:
@@ -82,10 +98,27 @@ class ConfigProblem:
         return ": ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class RawResource:
+    """A document of another kind (Subscription, Configuration, Resiliency, HTTPEndpoint ...),
+    kept as parsed YAML for the code that understands it. ``name`` is ``metadata.name`` or ``""``.
+    """
+
+    kind: str
+    name: str
+    api_version: str
+    mark: Mark
+    body: Mapping[str, Any]
+
+
 @dataclass(slots=True)
 class Resources:
-    """Everything loaded from the resources paths, plus every problem found."""
+    """Everything loaded from the resources paths, plus every problem found.
+
+    ``components`` holds only documents without problems; ``files`` lists the files read.
+    """
 
     components: list[ComponentManifest] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    others: list[RawResource] = field(default_factory=list)

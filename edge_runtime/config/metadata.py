@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -26,6 +26,10 @@ from edge_runtime.config.manifest import ComponentManifest, ConfigProblem, Mark
 
 Kind = Literal["str", "int", "float", "bool", "duration", "choice"]
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# The attribute a factory carries to declare its metadata dataclass (see declare_metadata).
+METADATA_CLASS_ATTR = "metadata_class"
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off", ""}
@@ -88,7 +92,7 @@ def meta(
     choices: tuple[str, ...] = (),
     minimum: float | None = None,
     maximum: float | None = None,
-    help: str = "",  # noqa: A002 - reads naturally at the declaration site
+    help: str = "",  # shadows the builtin on purpose: reads naturally where declared
 ) -> Any:
     """Declare a dataclass field as the metadata entry ``name``."""
     info = {
@@ -176,16 +180,30 @@ def _expected(info: Mapping[str, Any]) -> str:
     return what
 
 
-def decode(cls: type[T], md: ResolvedMetadata, manifest: ComponentManifest) -> T:
-    """Build ``cls`` from ``md``; raise :class:`MetadataError` listing every bad or missing entry."""
+def decode(
+    cls: type[T],
+    md: ResolvedMetadata,
+    manifest: ComponentManifest,
+    *,
+    unresolved: Collection[str] = (),
+) -> T:
+    """Build ``cls`` from ``md``; raise :class:`MetadataError` listing every bad or missing entry.
+
+    ``unresolved`` names entries whose values are not known yet (``envRef``/``secretKeyRef``
+    while validating without secrets): a required entry among them counts as present and the
+    result holds the field's default, so use such a result only to check the other values.
+    """
     kwargs: dict[str, Any] = {}
     problems: list[ConfigProblem] = []
+    pending = {n.lower() for n in unresolved}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         info = f.metadata
         if "name" not in info:
             continue
         names = (info["name"], *info["aliases"])
         found = next((md[n] for n in names if n in md), None)
+        if found is None and any(n.lower() in pending for n in names):
+            continue
         if found is None or (found.value == "" and info["kind"] != "str"):
             if info["required"]:
                 problems.append(
@@ -211,9 +229,32 @@ def decode(cls: type[T], md: ResolvedMetadata, manifest: ComponentManifest) -> T
     return cls(**kwargs)
 
 
-def problem(manifest: ComponentManifest, md: ResolvedMetadata, name: str, message: str) -> MetadataError:
+def problem(
+    manifest: ComponentManifest, md: ResolvedMetadata, name: str, message: str
+) -> MetadataError:
     """A :class:`MetadataError` for a cross-field check on entry ``name`` (its mark if present)."""
     mark = md[name].mark if name in md else manifest.mark
     return MetadataError(
         [ConfigProblem(mark, message, manifest.describe(), f"spec.metadata.{name}")]
     )
+
+
+def declare_metadata(cls: type[Any]) -> Callable[[F], F]:
+    """Decorate a component factory with the dataclass it decodes its metadata into.
+
+    ``edge-runtime validate`` uses it (through :func:`declared_metadata`) to check metadata
+    values with ``file:line`` without building the component. A factory that is a class may
+    instead define a ``metadata_class`` class attribute.
+    """
+
+    def mark(factory: F) -> F:
+        setattr(factory, METADATA_CLASS_ATTR, cls)
+        return factory
+
+    return mark
+
+
+def declared_metadata(factory: object) -> type[Any] | None:
+    """The metadata dataclass a factory declares, or ``None``."""
+    cls = getattr(factory, METADATA_CLASS_ATTR, None)
+    return cls if isinstance(cls, type) and dataclasses.is_dataclass(cls) else None

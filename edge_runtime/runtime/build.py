@@ -19,7 +19,7 @@ from edge_runtime.config.resolve import in_scope, resolve_metadata
 from edge_runtime.config.settings import Settings
 from edge_runtime.errors import ComponentError
 from edge_runtime.observability.metrics import COMPONENT_INIT_FAILURES
-from edge_runtime.registry import ComponentContext, Registry, UnknownComponentType
+from edge_runtime.registry import ComponentContext, Registry, UnknownComponentTypeError
 from edge_runtime.runtime.compstore import CompStore, Loaded, StateComponent
 from edge_runtime.secretstores import secret_getter
 from edge_runtime.state.keys import KeyPrefix
@@ -76,7 +76,7 @@ class Builder:
             except (
                 ComponentError,
                 MetadataError,
-                UnknownComponentType,
+                UnknownComponentTypeError,
                 KeyError,
                 OSError,
                 TimeoutError,
@@ -86,7 +86,9 @@ class Builder:
                     message = "; ".join(str(p) for p in exc.problems)
                 else:
                     reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
-                    message = f"{manifest.mark}: {manifest.describe()} failed to initialise: {reason}"
+                    message = (
+                        f"{manifest.mark}: {manifest.describe()} failed to initialise: {reason}"
+                    )
                 if manifest.ignore_errors:
                     log.error("%s (ignored: spec.ignoreErrors is true)", message)  # noqa: TRY400 - the message is the whole story
                     continue

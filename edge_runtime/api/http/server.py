@@ -7,8 +7,10 @@ report "ports open" only once the socket listens.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -32,6 +34,14 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the runtime owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 class HttpServer:
     """One uvicorn server on one bound socket; ``stop()`` lets in-flight requests finish."""
 
@@ -46,11 +56,10 @@ class HttpServer:
             log_config=None,
             server_header=False,
             date_header=False,
-            timeout_graceful_shutdown=max(graceful_s, 0.1),
+            timeout_graceful_shutdown=max(round(graceful_s), 1),
             timeout_keep_alive=30,
         )
-        self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the runtime owns signals
+        self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     @property

@@ -1,0 +1,211 @@
+"""One SQLite database: a group-commit writer thread and a reader thread over one file.
+
+Shared by every store that keeps a SQLite file (state stores, the outbox, the inbox). A
+:class:`Database` owns two connections: a write connection on the group-commit writer thread
+(:mod:`edge_runtime.support.sqlitewriter`) and a read connection on one reader thread, so reads
+never wait for an fsync and neither blocks the event loop. An in-memory database has one
+connection shared by both threads under a lock.
+
+:meth:`Database.open` checks the file, quarantines it when corrupt, configures durability and
+runs migrations (:mod:`edge_runtime.support.sqlitefile`); then :meth:`Database.write` and
+:meth:`Database.read` may be awaited by any number of coroutines at once, until
+:meth:`Database.close`.
+
+Errors: :class:`~edge_runtime.errors.ComponentError` from ``open``; :class:`DBError` or
+:class:`~edge_runtime.errors.StorageFullError` from ``write``/``read``, plus whatever a unit of
+work raises itself. No sqlite3 exception leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from edge_runtime.support.disk import DiskBudget
+from edge_runtime.support.sqlitefile import (
+    Durability,
+    FileOptions,
+    Migration,
+    get_meta,
+    open_file,
+    set_meta,
+)
+from edge_runtime.support.sqlitewriter import DBError, GroupCommitWriter, translate
+
+__all__ = ["DBError", "Database", "Durability", "Migration", "get_meta", "set_meta"]
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+RECLAIM_CHUNK = 2048  # pages per unit of work: ~50 ms of write lock on a small CPU
+
+
+class Database:
+    """A SQLite database with a group-commit writer and a reader thread.
+
+    ``path`` is a file path, or ``None`` for a private in-memory database. ``name`` labels
+    metrics and logs. ``schema`` names the ``_meta`` key of the schema version when several
+    components share a file. ``quarantine_dir`` defaults to ``<path's folder>/quarantine``.
+    ``commit_window_ms`` > 0 makes the writer wait that long for more work before committing.
+    ``disk_budget`` is checked before each unit of work that declares a size.
+    """
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        name: str,
+        migrations: Sequence[Migration] = (),
+        durability: Durability = "full",
+        quarantine_dir: Path | None = None,
+        commit_window_ms: float = 0.0,
+        busy_timeout_s: float = 2.0,
+        wal: bool = True,
+        read_only: bool = False,
+        immutable: bool = False,
+        schema: str = "",
+        disk_budget: DiskBudget | None = None,
+    ) -> None:
+        versions = [m.version for m in migrations]
+        if versions != sorted(set(versions)) or any(v < 1 for v in versions):
+            raise ValueError("migration versions must be unique, ascending and >= 1")
+        read_only = read_only or immutable
+        self.options = FileOptions(
+            path=path,
+            name=name,
+            migrations=tuple(migrations),
+            durability=durability,
+            quarantine_dir=quarantine_dir,
+            busy_timeout_ms=max(0, int(busy_timeout_s * 1000)),
+            wal=wal and path is not None and not read_only,
+            read_only=read_only,
+            immutable=immutable,
+            schema_key=f"schema_version:{schema}" if schema else "schema_version",
+        )
+        self.name = name
+        self.path = path
+        self.commit_window_ms = commit_window_ms
+        self.disk_budget = disk_budget
+        self.quarantined: list[str] = []
+        self.epoch = ""
+        self.schema_version = 0
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._shared: threading.Lock | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._close_task: asyncio.Future[None] | None = None
+
+    @property
+    def writer(self) -> GroupCommitWriter:
+        """The writer (for its ``commits``/``units`` counts); raises before :meth:`open`."""
+        if self._writer is None:
+            raise DBError(f"database {self.name!r} is not open")
+        return self._writer
+
+    async def open(self) -> None:
+        """Check (quarantining a corrupt file), configure, migrate, start the threads.
+
+        Raises :class:`~edge_runtime.errors.ComponentError` when the file cannot be used.
+        """
+        opened = await asyncio.to_thread(open_file, self.options)
+        self._wconn, self._rconn, self._shared = opened.writer, opened.reader, opened.shared
+        self.epoch, self.schema_version = opened.epoch, opened.schema_version
+        self.quarantined = opened.quarantined
+        self._writer = GroupCommitWriter(
+            opened.writer, name=self.name, commit_window_ms=self.commit_window_ms,
+            disk_budget=self.disk_budget, lock=self._shared,
+        )
+        self._writer.start()
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-reader-{self.name}")
+
+    async def close(self) -> None:
+        """Commit queued writes, stop the threads, checkpoint and close. Idempotent."""
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(asyncio.to_thread(self._close_sync))
+        await asyncio.shield(self._close_task)
+
+    def _close_sync(self) -> None:
+        if self._writer is not None:
+            self._writer.stop()
+        if self._reader is not None:
+            self._reader.shutdown(wait=True)
+        if self._rconn is not None and self._rconn is not self._wconn:
+            self._rconn.close()
+        if self._wconn is not None:
+            if self.options.wal:
+                try:
+                    self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint of %s at close failed: %s", self.name, exc)
+            self._wconn.close()
+        self._wconn = self._rconn = None
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, size: int = 0) -> T:
+        """Run ``fn`` on the writer inside a group-committed transaction; return after COMMIT.
+
+        ``fn`` runs in its own savepoint: if it raises, only its changes are rolled back and
+        its exception is raised here. ``size`` estimates the bytes ``fn`` adds, for the disk
+        budget (0: no check, e.g. for deletes). See :mod:`edge_runtime.support.sqlitewriter`.
+        """
+        return await self.writer.submit(fn, size)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the reader thread; it sees only committed data.
+
+        ``fn`` may open a read transaction (``BEGIN``) for a consistent snapshot over several
+        statements; one left open is rolled back.
+        """
+        if self._reader is None or self._close_task is not None:
+            raise DBError(f"database {self.name!r} is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._read_sync, fn)
+
+    def _read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._rconn
+        if conn is None:
+            raise DBError(f"database {self.name!r} is closed")
+        with self._shared if self._shared is not None else contextlib.nullcontext():
+            try:
+                return fn(conn)
+            except sqlite3.Error as exc:
+                raise translate(exc, db=self.name) from exc
+            finally:
+                if conn.in_transaction:
+                    conn.rollback()
+
+    async def reclaim(self, max_pages: int = 0) -> int:
+        """Give free pages back to the filesystem (``auto_vacuum=INCREMENTAL``); pages freed.
+
+        Runs in units of at most ``RECLAIM_CHUNK`` pages so writers interleave; ``max_pages``
+        0 means every free page. A file made before auto_vacuum was set frees nothing.
+        """
+        limit = max_pages if max_pages > 0 else None
+
+        def vacuum(conn: sqlite3.Connection) -> tuple[int, int]:
+            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            n = min(free, RECLAIM_CHUNK, limit - freed if limit is not None else free)
+            for _ in range(n):
+                # The statement frees one page per step and sqlite3 steps a row-less
+                # statement once, so one page per execute (closed to end the statement).
+                conn.execute("PRAGMA incremental_vacuum(1)").close()
+            after = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            return free - after, after
+
+        freed = 0
+        while True:
+            done, left = await self.write(vacuum)
+            freed += done
+            if not done or not left or (limit is not None and freed >= limit):
+                break
+        if self.disk_budget is not None and freed:
+            self.disk_budget.invalidate()
+        return freed

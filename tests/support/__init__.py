@@ -1,0 +1,1 @@
+"""Helpers shared by test packages (plain code, not fixtures)."""
