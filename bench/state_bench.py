@@ -121,8 +121,8 @@ def main() -> None:
             proc.terminate()
             proc.wait()
         base = sqlite_baseline(work, args.seconds / 2)
-    commits = _metric(text, 'edge_runtime_db_commits_total{db="statestore"}')
-    ops = _metric(text, 'edge_runtime_db_operations_total{db="statestore"}')
+    commits = _metric(text, 'edge_runtime_db_commits_total{db="state.statestore"}')
+    ops = _metric(text, 'edge_runtime_db_operations_total{db="state.statestore"}')
     print(f"state bench: wrk -t2 -c{args.connections} -d{args.seconds}s, "
           f"durability={args.durability}, {os.cpu_count()} cores shared by wrk and the sidecar")
     for name, r in (("HTTP save", save), ("HTTP get ", get)):

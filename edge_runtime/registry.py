@@ -80,7 +80,9 @@ class Registry:
         reg = self._by_type.get(type_.lower())
         if reg is None:
             known = ", ".join(sorted({r.type for r in self._by_type.values()}))
-            raise UnknownComponentTypeError(f"unknown component type {type_!r}; known types: {known}")
+            raise UnknownComponentTypeError(
+                f"unknown component type {type_!r}; known types: {known}"
+            )
         if version and version not in reg.versions:
             raise UnknownComponentTypeError(
                 f"component type {type_!r} has no version {version!r};"

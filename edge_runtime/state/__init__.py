@@ -139,7 +139,11 @@ class StateStore(Protocol):
         ...
 
     async def bulk_set(self, requests: Sequence[SetRequest]) -> list[StateError | None]:
-        """Save keys independently (not atomic); one result per request, ``None`` for success."""
+        """Save keys independently (not atomic); one result per request, ``None`` for success.
+
+        A full disk is not a per-key outcome: :class:`StorageFullError` is raised once every
+        request has run (the others may have been saved).
+        """
         ...
 
     async def delete(self, request: DeleteRequest) -> None:

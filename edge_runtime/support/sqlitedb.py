@@ -2,9 +2,11 @@
 
 Shared by every store that keeps a SQLite file (state stores, the outbox, the inbox). A
 :class:`Database` owns two connections: a write connection on the group-commit writer thread
-(:mod:`edge_runtime.support.sqlitewriter`) and a read connection on one reader thread, so reads
-never wait for an fsync and neither blocks the event loop. An in-memory database has one
-connection shared by both threads under a lock.
+(:mod:`edge_runtime.support.sqlitewriter`) and a read connection, so reads never wait for an
+fsync. Reads of a file database run on the event loop's thread: a read from SQLite's page cache
+takes microseconds, while handing it to a thread cost ~0.3 ms a read under load (the threads
+queue for the GIL), which halved HTTP get throughput in ``bench/state_bench.py``. An in-memory
+database has one connection shared by the writer and a reader thread under a lock.
 
 :meth:`Database.open` checks the file, quarantines it when corrupt, configures durability and
 runs migrations (:mod:`edge_runtime.support.sqlitefile`); then :meth:`Database.write` and
@@ -159,13 +161,18 @@ class Database:
         return await self.writer.submit(fn, size)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` on the reader thread; it sees only committed data.
+        """Run ``fn`` on the read connection; it sees only committed data.
+
+        File databases run ``fn`` inline on the loop's thread (keep it to indexed lookups);
+        in-memory ones on the reader thread, under the shared lock.
 
         ``fn`` may open a read transaction (``BEGIN``) for a consistent snapshot over several
         statements; one left open is rolled back.
         """
         if self._reader is None or self._close_task is not None:
             raise DBError(f"database {self.name!r} is not open")
+        if self._shared is None:
+            return self._read_sync(fn)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._reader, self._read_sync, fn)
 
