@@ -56,6 +56,8 @@ def setup(level: str = "info", *, as_json: bool = False, app_id: str = "") -> No
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level.lower(), logging.INFO))
     # uvicorn's own access log is off; its error logger goes through ours.
+    # uvicorn's start/stop lines repeat ours once per listener: keep only its warnings.
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

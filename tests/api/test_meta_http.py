@@ -174,3 +174,70 @@ async def test_data_survives_restart(start_sidecar: StartSidecar, tmp_path: Path
     assert await asyncio.wait_for(first.task, 10) == 0
     second: Sidecar = await start_sidecar(COMPONENTS, data_dir=data)
     assert (await second.client.get("/v1.0/state/statestore/k")).json() == "kept"
+
+
+async def test_disk_budget_gives_507(start_sidecar: StartSidecar) -> None:
+    s: Sidecar = await start_sidecar(max_disk_mb=0.01)
+    r = await s.client.post("/v1.0/state/statestore", json=[{"key": "k", "value": "x" * 20000}])
+    assert r.status_code == 507
+    assert r.json()["errorCode"] == "ERR_STORAGE_FULL"
+    assert "--max-disk-mb" in r.json()["message"]
+    # Reads and deletes still work on a full budget.
+    assert (await s.client.get("/v1.0/state/statestore/k")).status_code == 204
+    assert (await s.client.delete("/v1.0/state/statestore/k")).status_code == 204
+
+
+async def test_corrupt_database_is_quarantined_and_reported(
+    start_sidecar: StartSidecar, tmp_path: Path
+) -> None:
+    data = tmp_path / "corrupt"
+    data.mkdir()
+    (data / "state.db").write_bytes(b"this is not a database" * 100)
+    s: Sidecar = await start_sidecar(COMPONENTS, data_dir=data)
+    doc = (await s.client.get("/v1.0/metadata")).json()
+    assert "quarantine" in doc["extended"]["dataLoss"]
+    assert list((data / "quarantine").iterdir())
+    r = await s.client.post("/v1.0/state/statestore", json=[{"key": "k", "value": 1}])
+    assert r.status_code == 204
+
+
+IGNORED = """
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: broken}
+spec:
+  type: state.sqlite
+  version: v1
+  ignoreErrors: true
+  metadata:
+  - {name: connectionString, value: /proc/no/such/dir/x.db}
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: otherapp}
+spec:
+  type: state.in-memory
+  version: v1
+scopes: [someone-else]
+---
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: mine}
+spec:
+  type: state.in-memory
+  version: v1
+scopes: [app]
+"""
+
+
+async def test_ignore_errors_and_scopes(start_sidecar: StartSidecar) -> None:
+    s: Sidecar = await start_sidecar(IGNORED)
+    names = {c["name"] for c in (await s.client.get("/v1.0/metadata")).json()["components"]}
+    assert names == {"mine"}
+    r = await s.client.get("/v1.0/state/broken/k")
+    assert r.json()["errorCode"] == "ERR_STATE_STORE_NOT_FOUND"
+
+
+async def test_failing_component_stops_the_start(start_sidecar: StartSidecar) -> None:
+    with pytest.raises(RuntimeError, match="exit code 1"):
+        await start_sidecar(IGNORED.replace("ignoreErrors: true", "ignoreErrors: false"))

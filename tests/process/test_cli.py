@@ -282,3 +282,56 @@ def test_validate_lists_every_problem(tmp_path: Path) -> None:
         check=False,
     )
     assert good.returncode == 0, good.stdout.decode()
+
+
+def test_json_logs_and_systemd_ready(resources: Path, tmp_path: Path) -> None:
+    """--log-as-json gives one JSON object per line; READY=1 reaches $NOTIFY_SOCKET."""
+    sock_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(sock_path))
+        notify.settimeout(20)
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(sock_path),
+            "STATE_DIRECTORY": str(tmp_path / "sd"),
+        }
+        args = cli(
+            "run",
+            "--app-id",
+            "app",
+            "--dapr-http-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--resources-path",
+            str(resources),
+            "--log-as-json",
+        )
+        proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE)
+        try:
+            message = notify.recv(4096).decode()
+            assert message.startswith("READY=1")
+            # No --data-dir: systemd's STATE_DIRECTORY is the data dir.
+            assert (tmp_path / "sd" / "runtime.json").exists()
+            assert (tmp_path / "sd" / "state.db").exists()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    assert lines
+    assert all(entry["app_id"] == "app" and entry["level"] for entry in lines)
+    assert any("ready in" in entry["msg"] for entry in lines)
+
+
+def test_forced_shutdown_exits_1(
+    resources: Path, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    proc = subprocess.Popen(run_args(resources, data), stderr=subprocess.DEVNULL)
+    procs.append(proc)
+    port = wait_ready(proc, data)
+    r = httpx.post(
+        f"http://127.0.0.1:{port}/v1.0/shutdown", headers={"dapr-force-shutdown": "true"}
+    )
+    assert r.status_code == 204
+    assert proc.wait(timeout=10) == 1

@@ -222,6 +222,8 @@ class HttpApp:
         if resp.content_type is not None and resp.status != 204:
             headers.append((b"content-type", resp.content_type.encode()))
         body = b"" if resp.status in (204, 304) else resp.body
+        if resp.status not in (204, 304):
+            headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
