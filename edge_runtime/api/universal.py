@@ -8,8 +8,9 @@ transports answer the same request the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -158,14 +159,8 @@ class Universal:
                 E.STATE_GET,
                 f"fail to get {key} from state store {store}: invalid consistency {consistency!r}",
             )
-        try:
+        with _translated(E.STATE_GET, f"fail to get {key} from state store {store}"):
             resp = await comp.store.get(stored)
-        except StorageFullError as exc:
-            raise APIError(E.STORAGE_FULL, str(exc)) from None
-        except StateError as exc:
-            raise APIError(
-                E.STATE_GET, f"fail to get {key} from state store {store}: {exc}"
-            ) from None
         return None if resp is None else self._result(resp)
 
     async def bulk_get_state(
@@ -177,12 +172,8 @@ class Universal:
         """Values for ``keys`` in request order; missing keys come back without a result."""
         comp = self._state(store)
         stored = [self._key(comp, k) for k in keys]
-        try:
+        with _translated(E.STATE_BULK_GET, "failed getting state in bulk"):
             found = await comp.store.bulk_get(list(dict.fromkeys(stored)))
-        except StorageFullError as exc:
-            raise APIError(E.STORAGE_FULL, str(exc)) from None
-        except StateError as exc:
-            raise APIError(E.STATE_BULK_GET, f"failed getting state in bulk: {exc}") from None
         out = []
         for key, skey in zip(keys, stored, strict=True):
             resp = found.get(skey)
@@ -232,44 +223,27 @@ class Universal:
         ]
         if not requests:
             return
-        try:
+        prefix = f"failed saving state in state store {store}"
+        with _translated(E.STATE_SAVE, prefix, E.STATE_SAVE_ETAG_MISMATCH):
             if len(requests) == 1:
                 await comp.store.set(requests[0])
                 return
             results = await comp.store.bulk_set(requests)
-        except ETagMismatchError as exc:
-            raise _etag_error(E.STATE_SAVE, store, exc) from None
-        except StorageFullError as exc:
-            raise APIError(E.STORAGE_FULL, str(exc)) from None
-        except StateError as exc:
-            raise APIError(
-                E.STATE_SAVE, f"failed saving state in state store {store}: {exc}"
-            ) from None
         failures = [r for r in results if r is not None]
         if not failures:
             return
-        if any(isinstance(f, StorageFullError) for f in failures):
-            raise APIError(E.STORAGE_FULL, str(failures[0]))
-        mismatch = next((f for f in failures if isinstance(f, ETagMismatchError)), None)
         message = "; ".join(sorted({str(f) for f in failures}))
-        if mismatch is not None:
-            raise _etag_error(E.STATE_SAVE, store, mismatch, message)
-        raise APIError(E.STATE_SAVE, f"failed saving state in state store {store}: {message}")
+        mismatch = any(isinstance(f, ETagMismatchError) for f in failures)
+        kind = E.STATE_SAVE_ETAG_MISMATCH if mismatch else E.STATE_SAVE
+        raise APIError(kind, f"{prefix}: {message}")
 
     async def delete_state(self, store: str, item: StateItem) -> None:
         """Delete one key (conditionally on ``item.etag``)."""
         comp = self._state(store)
         request = self._delete_request(comp, item)
-        try:
+        prefix = f"failed deleting state with key {item.key}"
+        with _translated(E.STATE_DELETE, prefix, E.STATE_DELETE_ETAG_MISMATCH):
             await comp.store.delete(request)
-        except ETagMismatchError as exc:
-            raise _etag_error(E.STATE_DELETE, store, exc) from None
-        except StorageFullError as exc:
-            raise APIError(E.STORAGE_FULL, str(exc)) from None
-        except StateError as exc:
-            raise APIError(
-                E.STATE_DELETE, f"failed deleting state with key {item.key}: {exc}"
-            ) from None
 
     async def transaction(self, store: str, operations: Sequence[TransactionOp]) -> None:
         """Apply upserts and deletes atomically; any failure is ``ERR_STATE_TRANSACTION``."""
@@ -301,14 +275,9 @@ class Universal:
                 )
         if not ops:
             return
-        try:
+        # An etag mismatch inside a transaction is a 500 like any failure (contract §2.3).
+        with _translated(E.STATE_TRANSACTION, "error while executing state transaction"):
             await comp.store.multi(ops)
-        except StorageFullError as exc:
-            raise APIError(E.STORAGE_FULL, str(exc)) from None
-        except StateError as exc:
-            raise APIError(
-                E.STATE_TRANSACTION, f"error while executing state transaction: {exc}"
-            ) from None
 
     def query_state(self, store: str) -> None:
         """The query API: no store here implements it, so this always raises."""
@@ -435,17 +404,23 @@ def parse_options(concurrency: str, consistency: str) -> Concurrency:
     raise InvalidRequestError(f"invalid concurrency {concurrency!r}: use first-write or last-write")
 
 
-def _etag_error(
-    kind: E.ErrorKind,
-    store: str,
-    exc: ETagMismatchError,
-    message: str = "",
-) -> APIError:
-    if kind is E.STATE_SAVE:
-        what, kind = "saving", E.STATE_SAVE_ETAG_MISMATCH
-    else:
-        what, kind = "deleting", E.STATE_DELETE_ETAG_MISMATCH
-    return APIError(kind, f"failed {what} state in state store {store}: {message or exc}")
+@contextlib.contextmanager
+def _translated(
+    kind: E.ErrorKind, prefix: str, mismatch: E.ErrorKind | None = None
+) -> Iterator[None]:
+    """Turn a store's exceptions into the API error of the operation that called it.
+
+    A full disk is ``ERR_STORAGE_FULL``; an etag mismatch is ``mismatch`` (409) when given,
+    else ``kind``; any other store failure is ``kind``.
+    """
+    try:
+        yield
+    except StorageFullError as exc:
+        raise APIError(E.STORAGE_FULL, str(exc)) from None
+    except ETagMismatchError as exc:
+        raise APIError(mismatch or kind, f"{prefix}: {exc}") from None
+    except StateError as exc:
+        raise APIError(kind, f"{prefix}: {exc}") from None
 
 
 def now_utc() -> datetime:
