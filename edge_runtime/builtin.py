@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edge_runtime.pubsub import memory as pubsub_memory
 from edge_runtime.registry import Registry
 from edge_runtime.secretstores import env as secret_env
 from edge_runtime.secretstores import file as secret_file
@@ -14,6 +15,7 @@ def builtin_registry() -> Registry:
     r = Registry()
     r.register("state.sqlite", state_sqlite.create)
     r.register("state.in-memory", state_memory.create)
+    r.register("pubsub.in-memory", pubsub_memory.create)
     r.register("secretstores.local.env", secret_env.create)
     r.register("secretstores.local.file", secret_file.create)
     return r

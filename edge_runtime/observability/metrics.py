@@ -52,9 +52,113 @@ COMPONENT_INIT_FAILURES = Counter(
     ["component", "type"],
     registry=REGISTRY,
 )
+OUTBOX_APPENDED = Counter(
+    "edge_runtime_outbox_appended",
+    "Messages committed to an outbox (acknowledged to the app).",
+    ["relay"],
+    registry=REGISTRY,
+)
+OUTBOX_DELIVERED = Counter(
+    "edge_runtime_outbox_delivered",
+    "Outbox messages the far side acknowledged (broker PUBACK), then deleted.",
+    ["relay"],
+    registry=REGISTRY,
+)
+OUTBOX_DROPPED = Counter(
+    "edge_runtime_outbox_dropped",
+    "Outbox messages dropped, by reason: expired (TTL) or full (onFull: dropOldest).",
+    ["relay", "reason"],
+    registry=REGISTRY,
+)
+OUTBOX_RESENDS = Counter(
+    "edge_runtime_outbox_resends",
+    "Times a relay went back to its oldest unacknowledged message after a failure.",
+    ["relay"],
+    registry=REGISTRY,
+)
+OUTBOX_REJECTED = Counter(
+    "edge_runtime_outbox_rejected",
+    "Publishes refused because the outbox was full (onFull: reject).",
+    ["relay"],
+    registry=REGISTRY,
+)
 UP = Gauge("edge_runtime_up", "1 while the sidecar serves its API.", registry=REGISTRY)
 
 
 def render() -> bytes:
     """The registry in the Prometheus text format."""
     return generate_latest(REGISTRY)
+
+# --- MQTT pub/sub (edge_runtime.pubsub.mqtt); ``component`` is the component name -----------
+MQTT_CONNECTED = Gauge(
+    "edge_runtime_mqtt_connected",
+    "1 while the component holds an accepted MQTT connection, else 0.",
+    ["component"],
+    registry=REGISTRY,
+)
+MQTT_RECONNECTS = Counter(
+    "edge_runtime_mqtt_reconnects",
+    "Connection attempts after the first one (after a loss or a failed attempt).",
+    ["component"],
+    registry=REGISTRY,
+)
+MQTT_CONNECTION_LOSSES = Counter(
+    "edge_runtime_mqtt_connection_losses",
+    "Accepted MQTT connections that ended other than by our own close.",
+    ["component"],
+    registry=REGISTRY,
+)
+MQTT_CONNECT_FAILURES = Counter(
+    "edge_runtime_mqtt_connect_failures",
+    "Connection attempts that failed, by reason (network, timeout, refused, not_authorized).",
+    ["component", "reason"],
+    registry=REGISTRY,
+)
+MQTT_TAKEOVERS = Counter(
+    "edge_runtime_mqtt_takeovers",
+    "Client-id takeover loops detected (the broker closing us right after accepting us).",
+    ["component"],
+    registry=REGISTRY,
+)
+MQTT_PUBLISH_FAILURES = Counter(
+    "edge_runtime_mqtt_publish_failures",
+    "Publishes that raised, by reason (not_connected, refused, timeout, invalid).",
+    ["component", "reason"],
+    registry=REGISTRY,
+)
+MQTT_SUBSCRIBE_FAILURES = Counter(
+    "edge_runtime_mqtt_subscribe_failures",
+    "Topic filters the broker refused in a SUBACK.",
+    ["component"],
+    registry=REGISTRY,
+)
+MQTT_MESSAGES_RECEIVED = Counter(
+    "edge_runtime_mqtt_messages_received",
+    "Incoming MQTT messages (redeliveries included).",
+    ["component"],
+    registry=REGISTRY,
+)
+MQTT_MESSAGES_ACKED = Counter(
+    "edge_runtime_mqtt_messages_acked",
+    "Incoming QoS 1/2 messages acknowledged to the broker after their handler returned.",
+    ["component"],
+    registry=REGISTRY,
+)
+MQTT_HANDLER_FAILURES = Counter(
+    "edge_runtime_mqtt_handler_failures",
+    "Incoming messages whose handler raised: not acknowledged, redelivered after a reconnect.",
+    ["component"],
+    registry=REGISTRY,
+)
+MQTT_MESSAGES_UNROUTED = Counter(
+    "edge_runtime_mqtt_messages_unrouted",
+    "Incoming messages matching no subscription: not acknowledged (redelivered on reconnect).",
+    ["component"],
+    registry=REGISTRY,
+)
+MQTT_MESSAGES_DROPPED = Counter(
+    "edge_runtime_mqtt_messages_dropped",
+    "Incoming messages acknowledged without delivery, by reason (bad_topic: not UTF-8).",
+    ["component", "reason"],
+    registry=REGISTRY,
+)

@@ -19,11 +19,16 @@ from edge_runtime.config.resolve import in_scope, resolve_metadata
 from edge_runtime.config.settings import Settings
 from edge_runtime.errors import ComponentError
 from edge_runtime.observability.metrics import COMPONENT_INIT_FAILURES
+from edge_runtime.outbox.limits import outbox_metadata
+from edge_runtime.outbox.relay import Relay
+from edge_runtime.outbox.store import Outbox, Row
+from edge_runtime.pubsub import Message, PubSub
 from edge_runtime.registry import ComponentContext, Registry, UnknownComponentTypeError
-from edge_runtime.runtime.compstore import CompStore, Loaded, StateComponent
+from edge_runtime.runtime.compstore import CompStore, Loaded, PubSubComponent, StateComponent
 from edge_runtime.secretstores import secret_getter
 from edge_runtime.state.keys import KeyPrefix
 from edge_runtime.support.disk import DiskBudget
+from edge_runtime.support.sqlitedb import Database
 
 log = logging.getLogger("edge_runtime.runtime")
 
@@ -35,11 +40,16 @@ class StartError(Exception):
 class Builder:
     """Turns manifests into initialised components in a :class:`CompStore`."""
 
-    def __init__(self, settings: Settings, registry: Registry, budget: DiskBudget | None) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, budget: DiskBudget | None,
+        outbox_db: Database | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.budget = budget
+        self.outbox_db = outbox_db
         self.components = CompStore()
+        self.relays: list[Relay] = []
 
     def _context(self, manifest: ComponentManifest) -> ComponentContext:
         s = self.settings
@@ -105,16 +115,34 @@ class Builder:
         registration = self.registry.lookup(manifest.type, manifest.version)
         ctx = self._context(manifest)
         instance = registration.factory(ctx)
+        relay = await self._with_outbox(ctx, instance) if manifest.block == "pubsub" else None
         await asyncio.wait_for(instance.init(), manifest.init_timeout_s)
         features = tuple(sorted(str(f) for f in getattr(instance, "features", ())))
         loaded = Loaded(manifest, instance, features)
         if manifest.block == "state":
             prefix = self._prefix(ctx)
             self.components.state[manifest.name] = StateComponent(loaded, instance, prefix)
+        elif relay is not None:
+            self.components.pubsubs[manifest.name] = PubSubComponent(loaded, instance, relay.outbox)
+            self.relays.append(relay)
         elif manifest.block == "secretstores":
             self.components.secrets[manifest.name] = instance
         self.components.add(loaded)
         log.info("component loaded: %s", manifest.describe())
+
+    async def _with_outbox(self, ctx: ComponentContext, pubsub: PubSub) -> Relay:
+        """A pub/sub component's outbox table and relay (the runtime starts the relay)."""
+        assert self.outbox_db is not None, "the outbox database opens before components"
+        settings = outbox_metadata(ctx.metadata, ctx.manifest)
+        outbox = Outbox(self.outbox_db, f"pubsub:{ctx.manifest.name}", settings.limits())
+        await outbox.open()
+
+        async def send(row: Row) -> None:
+            await pubsub.publish(Message(row.topic, row.payload, row.metadata))
+
+        window = int(getattr(pubsub, "inflight", 100) or 100)
+        return Relay(outbox, send, pubsub.wait_connected, window=window,
+                     rate_limit=settings.drain_rate_limit)
 
     def _prefix(self, ctx: ComponentContext) -> KeyPrefix:
         strategy = ctx.metadata.text("keyPrefix")

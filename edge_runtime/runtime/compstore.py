@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_runtime.config.manifest import ComponentManifest
+from edge_runtime.outbox.store import Outbox
+from edge_runtime.pubsub import PubSub
 from edge_runtime.secretstores import SecretStore
 from edge_runtime.state import StateStore
 from edge_runtime.state.keys import KeyPrefix
@@ -35,12 +37,22 @@ class StateComponent:
 
 
 @dataclass(slots=True)
+class PubSubComponent:
+    """A pub/sub component and the outbox its publishes go through."""
+
+    loaded: Loaded
+    pubsub: PubSub
+    outbox: Outbox
+
+
+@dataclass(slots=True)
 class CompStore:
     """Every loaded component, in load order (shutdown closes them in reverse)."""
 
     loaded: list[Loaded] = field(default_factory=list)
     state: dict[str, StateComponent] = field(default_factory=dict)
     secrets: dict[str, SecretStore] = field(default_factory=dict)
+    pubsubs: dict[str, PubSubComponent] = field(default_factory=dict)
 
     def add(self, item: Loaded) -> None:
         """Record a loaded component (typed maps are filled by the builder)."""

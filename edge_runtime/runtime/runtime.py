@@ -18,19 +18,24 @@ import time
 
 from edge_runtime import __version__
 from edge_runtime.api.http import meta as http_meta
+from edge_runtime.api.http import publish as http_publish
 from edge_runtime.api.http import state as http_state
 from edge_runtime.api.http.app import HttpApp, Request, Response, route
 from edge_runtime.api.http.server import HttpServer, bind
+from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import RuntimeView, Universal
 from edge_runtime.builtin import builtin_registry
 from edge_runtime.config.loader import load_resources
 from edge_runtime.config.settings import Settings
+from edge_runtime.errors import ComponentError
 from edge_runtime.observability import metrics
+from edge_runtime.outbox.store import open_database
 from edge_runtime.registry import Registry
 from edge_runtime.runtime.app_process import AppProcess, app_env, wait_for_port
 from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
 from edge_runtime.support import systemd
 from edge_runtime.support.disk import DiskBudget
+from edge_runtime.support.sqlitedb import Database
 
 log = logging.getLogger("edge_runtime.runtime")
 
@@ -65,6 +70,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self.core: Universal | None = None
         self.ready = asyncio.Event()
+        self.publisher: Publisher | None = None
+        self._outbox_db: Database | None = None
         self.builder: Builder | None = None
 
     # ----------------------------------------------------------------- public
@@ -111,11 +118,21 @@ class Runtime:
                 f"{len(resources.problems)} problem(s) in the resources; "
                 "run `edge-runtime validate` for the list"
             )
-        self.builder = Builder(s, self.registry, budget)
+        self._outbox_db = outbox_database(s, budget)
+        try:
+            await self._outbox_db.open()
+        except ComponentError as exc:
+            raise StartError(f"cannot open the outbox: {exc}") from None
+        self.builder = Builder(s, self.registry, budget, self._outbox_db)
         components = await self.builder.build_all(resources.components)
-        self.view.data_loss = data_loss_notes(components)
+        for relay in self.builder.relays:
+            relay.start()
+        self.view.data_loss = data_loss_notes(components) + [
+            f"outbox: corrupt database moved to {path}" for path in self._outbox_db.quarantined
+        ]
         self.view.components_ready = True
         self.core = Universal(self.view, components, self.request_shutdown)
+        self.publisher = Publisher(self.view, components)
         await self._open_ports()
         self._write_runtime_json()
         systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {self.view.ports['http']}")
@@ -126,8 +143,11 @@ class Runtime:
     async def _open_ports(self) -> None:
         s = self.settings
         assert self.core is not None
+        assert self.publisher is not None
         api = HttpApp(
-            http_state.routes(self.core) + http_meta.routes(self.core),
+            http_state.routes(self.core)
+            + http_publish.routes(self.publisher)
+            + http_meta.routes(self.core),
             max_body_size=s.max_body_size,
             api_token=s.api_token,
         )
@@ -232,10 +252,22 @@ class Runtime:
         if self._app is not None:
             await self._app.stop(self.settings.graceful_shutdown_s)
         if self.builder is not None:
+            for relay in self.builder.relays:
+                await relay.stop()
             await self.builder.close_all()
+        if self._outbox_db is not None:
+            await self._outbox_db.close()
         with contextlib.suppress(OSError):
             (self.settings.data_dir / "runtime.json").unlink()
         log.info("stopped")
+
+
+def outbox_database(s: Settings, budget: DiskBudget) -> Database:
+    """``<data-dir>/outbox.db`` with the process durability settings."""
+    return open_database(
+        s.data_dir / "outbox.db", durability=s.durability, commit_window_ms=s.commit_window_ms,
+        disk_budget=budget, quarantine_dir=s.data_dir / "quarantine",
+    )
 
 
 def _metrics_app() -> HttpApp:

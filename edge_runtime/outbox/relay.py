@@ -1,0 +1,153 @@
+"""A relay drains one outbox table into its far side (a broker, the cloud), in order.
+
+It sends rows in sequence order with at most ``window`` unacknowledged at once, deletes a row
+only after the far side acknowledged it, and on any failure (disconnect, refusal) waits for all
+in-flight sends to settle, waits until the far side is ready again, and resends from the oldest
+row not yet acknowledged. Expired rows are dropped and counted, never sent. An optional
+``drainRateLimit`` caps messages per second, so a backlog after a long outage does not flood
+the broker or a metered link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from edge_runtime.observability.metrics import OUTBOX_DELIVERED, OUTBOX_DROPPED, OUTBOX_RESENDS
+from edge_runtime.outbox.store import Outbox, Row
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[Row], Awaitable[None]]
+"""Deliver one row; return when the far side acknowledged it, raise when it did not."""
+
+
+class Relay:
+    """Owns one named task that drains ``outbox`` through ``send``."""
+
+    def __init__(
+        self, outbox: Outbox, send: Send, wait_ready: Callable[[], Awaitable[None]], *,
+        window: int = 100, rate_limit: float | None = None, batch: int = 500,
+        retry_delay_s: float = 1.0,
+    ) -> None:
+        self.outbox = outbox
+        self._send = send
+        self._wait_ready = wait_ready
+        self.window = max(1, window)
+        self.rate_limit = rate_limit
+        self.batch = batch
+        self.retry_delay_s = retry_delay_s
+        self._task: asyncio.Task[None] | None = None
+        self._acked: list[Row] = []
+        self._failed = asyncio.Event()
+
+    def start(self) -> None:
+        """Start draining in the background."""
+        self._task = asyncio.create_task(self._run(), name=f"relay:{self.outbox.relay}")
+
+    async def stop(self) -> None:
+        """Stop; sends in flight are abandoned (they are resent at the next start)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._flush_acks()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wait_ready()
+            try:
+                await self._drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("relay %s failed; restarting", self.outbox.relay)
+            OUTBOX_RESENDS.labels(self.outbox.relay).inc()
+            await asyncio.sleep(self.retry_delay_s)
+
+    async def _drain(self) -> None:
+        """Send until a failure; returns after every in-flight send settled."""
+        window = asyncio.Semaphore(self.window)
+        inflight: set[asyncio.Task[None]] = set()
+        self._failed.clear()
+        cursor = 0
+        tokens, last = float(self.window), time.monotonic()
+        try:
+            while not self._failed.is_set():
+                self.outbox.appended.clear()
+                rows = await self.outbox.claim(cursor, self.batch)
+                if not rows:
+                    await self._flush_acks()
+                    await self._idle()
+                    continue
+                for row in rows:
+                    cursor = row.seq
+                    if row.expired:
+                        OUTBOX_DROPPED.labels(self.outbox.relay, "expired").inc()
+                        log.warning("outbox %s: message %d expired before delivery; dropped",
+                                    self.outbox.relay, row.seq)
+                        self._acked.append(row)
+                        continue
+                    if self.rate_limit:
+                        tokens, last = await self._throttle(tokens, last)
+                    await window.acquire()
+                    if self._failed.is_set():
+                        window.release()
+                        break
+                    task = asyncio.create_task(self._one(row, window))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                if len(self._acked) >= self.batch:
+                    await self._flush_acks()
+        finally:
+            if inflight:
+                await asyncio.gather(*inflight, return_exceptions=True)
+            await self._flush_acks()
+
+    async def _one(self, row: Row, window: asyncio.Semaphore) -> None:
+        try:
+            await self._send(row)
+        except Exception as exc:  # noqa: BLE001 - any failure means: resend from the oldest
+            if not self._failed.is_set():
+                log.info("relay %s: send of message %d failed (%s); will resend",
+                         self.outbox.relay, row.seq, exc)
+            self._failed.set()
+        else:
+            self._acked.append(row)
+            OUTBOX_DELIVERED.labels(self.outbox.relay).inc()
+        finally:
+            window.release()
+
+    async def _idle(self) -> None:
+        """Wait for new rows (or a second, to look at TTLs and failures again)."""
+        waiter = asyncio.ensure_future(self.outbox.appended.wait())
+        failed = asyncio.ensure_future(self._failed.wait())
+        try:
+            await asyncio.wait([waiter, failed], timeout=1.0,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            failed.cancel()
+
+    async def _throttle(self, tokens: float, last: float) -> tuple[float, float]:
+        """Token bucket: ``rate_limit`` per second, bursts up to ``window``."""
+        rate = self.rate_limit or 1.0
+        now = time.monotonic()
+        tokens = min(float(self.window), tokens + (now - last) * rate)
+        if tokens < 1:
+            await asyncio.sleep((1 - tokens) / rate)
+            tokens, now = 1.0, time.monotonic()
+        return tokens - 1, now
+
+    async def _flush_acks(self) -> None:
+        rows, self._acked = self._acked, []
+        if rows:
+            try:
+                await self.outbox.ack(rows)
+            except Exception:
+                log.exception("relay %s: deleting %d delivered rows failed; they will be resent",
+                              self.outbox.relay, len(rows))

@@ -1,0 +1,270 @@
+"""The durable outbox: one SQLite table per relay in ``<data-dir>/outbox.db``.
+
+:meth:`Outbox.append` returns only after the rows are committed (group commit: concurrent
+appends share one fsync), which is what lets a publish answer 204. A relay reads rows in
+sequence order (:meth:`claim`) and deletes them once delivered (:meth:`ack`). Everything a
+message costs is O(1) or O(log n): the backlog's size is kept in memory (read once at open) and
+every query walks the primary key, so an outbox holding a million rows appends as fast as an
+empty one.
+
+Message TTL is kept as a deadline on the monotonic clock plus the boot id (DESIGN.md §5), so a
+wall-clock jump neither expires nor immortalises a message. After a reboot the monotonic clock
+restarts: rows from an earlier boot get their full TTL again from the moment they are read
+(documented: a reboot can extend a message's life by at most its TTL, never shorten it).
+
+Limits (DESIGN.md §5): ``max_messages``, ``max_bytes``; when full, ``reject`` raises
+:class:`OutboxFullError` and touches nothing already accepted; ``dropOldest`` deletes the oldest
+rows in the same transaction and counts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from edge_runtime.observability.metrics import OUTBOX_APPENDED, OUTBOX_DROPPED
+from edge_runtime.support.sqlitedb import Database, Migration
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[^A-Za-z0-9_]")
+_ROW_OVERHEAD = 64
+
+
+class OutboxFullError(Exception):
+    """The outbox has no room (``onFull: reject``); nothing was written."""
+
+
+def boot_id() -> str:
+    """This boot's id (Linux), or a per-process id elsewhere."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return f"process-{time.time_ns()}"
+
+
+_BOOT_ID = boot_id()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxLimits:
+    """Bounds of one relay's table."""
+
+    max_messages: int = 1_000_000
+    max_bytes: int = 256 * 1024 * 1024
+    on_full: Literal["reject", "dropOldest"] = "reject"
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A message to append: where it goes, its bytes, its options and optional TTL."""
+
+    topic: str
+    payload: bytes
+    metadata: dict[str, str] = field(default_factory=dict)
+    ttl_s: float | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes this row costs (for ``max_bytes``)."""
+        return len(self.payload) + len(self.topic) + _ROW_OVERHEAD
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A stored message; ``expired`` is computed when it is read."""
+
+    seq: int
+    topic: str
+    payload: bytes
+    metadata: dict[str, str]
+    size: int
+    expired: bool
+
+
+def _ddl(table: str) -> str:
+    return (
+        f'CREATE TABLE IF NOT EXISTS "{table}" ('
+        "seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+        " metadata TEXT NOT NULL, size INTEGER NOT NULL, created_at REAL NOT NULL,"
+        " ttl_s REAL, boot_id TEXT, deadline REAL)"
+    )
+
+
+MIGRATIONS = [Migration(1, "SELECT 1", "outbox file (tables are made per relay)")]
+
+
+def open_database(path: Path, **kwargs: object) -> Database:
+    """The ``outbox.db`` shared by every relay (one writer thread, one fsync per batch)."""
+    return Database(path, name="outbox", migrations=MIGRATIONS, **kwargs)  # type: ignore[arg-type]
+
+
+def table_name(relay: str) -> str:
+    """The table of a relay (``pubsub:mqtt-pubsub`` → ``outbox_pubsub_mqtt_pubsub``)."""
+    return "outbox_" + _NAME.sub("_", relay)
+
+
+class Outbox:
+    """One relay's outbox table. Coroutine-safe; the sizes are kept on the loop's thread."""
+
+    def __init__(
+        self, db: Database, relay: str, limits: OutboxLimits | None = None,
+        *, monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.relay = relay
+        self.table = table_name(relay)
+        self.limits = limits or OutboxLimits()
+        self._mono = monotonic
+        self.count = 0
+        self.bytes = 0
+        self.appended = asyncio.Event()
+        t = f'"{self.table}"'
+        self._sql_insert = (
+            f"INSERT INTO {t}(topic, payload, metadata, size, created_at, ttl_s, boot_id,"
+            " deadline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        self._sql_claim = (
+            f"SELECT seq, topic, payload, metadata, size, ttl_s, boot_id, deadline FROM {t}"
+            " WHERE seq > ? ORDER BY seq LIMIT ?"
+        )
+        self._sql_oldest = f"SELECT seq, size FROM {t} ORDER BY seq LIMIT ?"
+
+    async def open(self) -> None:
+        """Create the table if new, read the backlog's size once (the only full scan) and
+        rebase earlier boots' TTLs. Relays come and go with components, so each table is
+        made on first use rather than by the file's migrations."""
+        await self.db.write(lambda conn: conn.execute(_ddl(self.table)))
+
+        def scan(conn: sqlite3.Connection) -> tuple[int, int]:
+            row = conn.execute(f'SELECT COUNT(*), COALESCE(SUM(size), 0) FROM "{self.table}"')
+            count, size = row.fetchone()
+            return int(count), int(size)
+
+        self.count, self.bytes = await self.db.read(scan)
+        if self.count:
+            log.info("outbox %s: %d message(s), %d bytes waiting from before", self.relay,
+                     self.count, self.bytes)
+
+        def rebase(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f'UPDATE "{self.table}" SET boot_id = ?, deadline = ? + ttl_s'
+                " WHERE ttl_s IS NOT NULL AND boot_id IS NOT ?",
+                (_BOOT_ID, self._mono(), _BOOT_ID),
+            )
+
+        await self.db.write(rebase)
+
+    async def append(self, items: Sequence[Item]) -> list[int]:
+        """Store ``items`` durably, in order; their sequence numbers.
+
+        Raises :class:`OutboxFullError` (nothing written) when they do not fit and ``on_full``
+        is ``reject``; :class:`~edge_runtime.errors.StorageFullError` for a full disk.
+        """
+        n = len(items)
+        size = sum(i.size for i in items)
+        drop = self._reserve(n, size)
+        try:
+            seqs, dropped, dropped_bytes = await self.db.write(
+                lambda conn: self._insert(conn, items, drop), size=size
+            )
+        except BaseException:
+            self.count -= n
+            self.bytes -= size
+            raise
+        if dropped:
+            self.count -= dropped
+            self.bytes -= dropped_bytes
+            OUTBOX_DROPPED.labels(self.relay, "full").inc(dropped)
+            log.warning("outbox %s full: dropped the %d oldest message(s) (onFull: dropOldest)",
+                        self.relay, dropped)
+        OUTBOX_APPENDED.labels(self.relay).inc(n)
+        self.appended.set()
+        return seqs
+
+    def _reserve(self, n: int, size: int) -> tuple[int, int]:
+        """Count the rows in now (so concurrent appends see them); (rows, bytes) to drop first."""
+        lim = self.limits
+        over_n = self.count + n - lim.max_messages
+        over_b = self.bytes + size - lim.max_bytes
+        fits_at_all = n <= lim.max_messages and size <= lim.max_bytes
+        if (over_n > 0 or over_b > 0) and (lim.on_full == "reject" or not fits_at_all):
+            raise OutboxFullError(
+                f"the outbox of {self.relay} is full ({self.count} messages, {self.bytes} bytes;"
+                f" limits {lim.max_messages} messages, {lim.max_bytes} bytes)"
+            )
+        self.count += n
+        self.bytes += size
+        return max(over_n, 0), max(over_b, 0)
+
+    def _insert(
+        self, conn: sqlite3.Connection, items: Sequence[Item], drop: tuple[int, int]
+    ) -> tuple[list[int], int, int]:
+        dropped = dropped_bytes = 0
+        rows, need = drop
+        while dropped < rows or dropped_bytes < need:
+            # dropOldest: delete from the head until the new rows fit.
+            oldest = conn.execute(
+                f'DELETE FROM "{self.table}" WHERE seq IN (SELECT seq FROM "{self.table}"'
+                " ORDER BY seq LIMIT ?) RETURNING size",
+                (max(rows - dropped, 1),),
+            ).fetchall()
+            if not oldest:
+                break
+            dropped += len(oldest)
+            dropped_bytes += sum(r[0] for r in oldest)
+        now, mono = time.time(), self._mono()
+        seqs = []
+        for item in items:
+            deadline = mono + item.ttl_s if item.ttl_s is not None else None
+            cur = conn.execute(self._sql_insert, (
+                item.topic, item.payload, json.dumps(item.metadata), item.size, now, item.ttl_s,
+                _BOOT_ID if item.ttl_s is not None else None, deadline,
+            ))
+            seqs.append(int(cur.lastrowid or 0))
+        return seqs, dropped, dropped_bytes
+
+    async def claim(self, after: int, limit: int) -> list[Row]:
+        """Up to ``limit`` rows with ``seq > after``, in order (nothing is locked or removed)."""
+        mono = self._mono()
+
+        def read(conn: sqlite3.Connection) -> list[Row]:
+            out = []
+            for seq, topic, payload, md, size, ttl, _boot, deadline in conn.execute(
+                self._sql_claim, (after, limit)
+            ):
+                expired = ttl is not None and deadline is not None and mono >= deadline
+                out.append(Row(seq, topic, bytes(payload), json.loads(md), size, expired))
+            return out
+
+        return await self.db.read(read)
+
+    async def ack(self, rows: Sequence[Row]) -> None:
+        """Delete delivered (or expired) rows. A lost delete only means a resend."""
+        if not rows:
+            return
+        seqs = [r.seq for r in rows]
+
+        def delete(conn: sqlite3.Connection) -> tuple[int, int]:
+            n = size = 0
+            for i in range(0, len(seqs), 500):
+                chunk = seqs[i:i + 500]
+                marks = ",".join("?" * len(chunk))
+                for (s,) in conn.execute(
+                    f'DELETE FROM "{self.table}" WHERE seq IN ({marks}) RETURNING size', chunk
+                ):
+                    n, size = n + 1, size + s
+            return n, size
+
+        # Rows already dropped (dropOldest) are not counted twice.
+        n, size = await self.db.write(delete)
+        self.count -= n
+        self.bytes -= size

@@ -1,0 +1,174 @@
+"""CloudEvents 1.0 envelopes as Dapr builds them on publish (contract §5).
+
+:func:`envelope` turns a publish request (bytes, content type, metadata) into the JSON bytes
+that go to the broker. ``application/cloudevents+json`` bodies are taken as the envelope and
+completed. :func:`parse` reads an envelope back (for routing, dedup and expiry on delivery).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+SPEC_VERSION = "1.0"
+DEFAULT_TYPE = "com.dapr.event.sent"
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+_OVERRIDES = ("id", "source", "type", "subject", "traceparent", "traceid", "tracestate")
+
+
+class EnvelopeError(ValueError):
+    """The body cannot be made into (or read as) a CloudEvent."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishOptions:
+    """The parts of a publish request's metadata that shape the envelope."""
+
+    raw_payload: bool = False
+    ttl_seconds: int | None = None
+    overrides: Mapping[str, str] | None = None
+
+
+def options_from_metadata(metadata: Mapping[str, str]) -> PublishOptions:
+    """``rawPayload``, ``ttlInSeconds``/``ttl`` and ``cloudevent.*`` (case-insensitive).
+
+    Raises :class:`ValueError` naming the key for a bad ``rawPayload`` or ttl value.
+    """
+    lower = {k.lower(): v for k, v in metadata.items()}
+    raw_text = lower.get("rawpayload", "")
+    if raw_text.lower() not in ("", "true", "false", "1", "0"):
+        raise ValueError(f"rawPayload must be true or false, got {raw_text!r}")
+    ttl_text = lower.get("ttlinseconds", lower.get("ttl", ""))
+    ttl = None
+    if ttl_text:
+        try:
+            ttl = int(ttl_text)
+        except ValueError:
+            raise ValueError(f"ttlInSeconds must be a whole number, got {ttl_text!r}") from None
+        if ttl <= 0:
+            raise ValueError(f"ttlInSeconds must be positive, got {ttl}")
+    overrides = {
+        key: lower[f"cloudevent.{key}"] for key in _OVERRIDES if f"cloudevent.{key}" in lower
+    }
+    return PublishOptions(raw_text.lower() in ("true", "1"), ttl, overrides)
+
+
+def _json_type(content_type: str) -> bool:
+    base = content_type.split(";", 1)[0].strip().lower()
+    return base == "application/json" or base.endswith("+json")
+
+
+def _now_local() -> str:
+    return datetime.now().astimezone().replace(microsecond=0).isoformat()
+
+
+def _expiration(ttl: int) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=ttl)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def envelope(
+    data: bytes, content_type: str, *, topic: str, pubsub: str, source: str,
+    options: PublishOptions | None = None, traceparent: str = "", tracestate: str = "",
+) -> bytes:
+    """The bytes to publish: the raw body with ``rawPayload``, else a CloudEvent.
+
+    Raises :class:`EnvelopeError` when a ``application/cloudevents+json`` body is not a JSON
+    object.
+    """
+    opts = options or PublishOptions()
+    if opts.raw_payload:
+        return data
+    over = dict(opts.overrides or {})
+    trace = over.get("traceparent", over.get("traceid", traceparent))
+    if content_type.split(";", 1)[0].strip().lower() == CLOUDEVENTS_JSON:
+        event = _parse_object(data)
+        raw_json = None
+        event.setdefault("source", over.get("source", "Dapr"))
+        event.setdefault("type", over.get("type", DEFAULT_TYPE))
+        event.setdefault("specversion", SPEC_VERSION)
+        event.setdefault("time", _now_local())
+        event.setdefault("traceid", trace)
+        event.setdefault("traceparent", trace)
+        event.setdefault("tracestate", over.get("tracestate", tracestate))
+        event["topic"], event["pubsubname"] = topic, pubsub
+    else:
+        ct = content_type or "text/plain"
+        event = {
+            "id": over.get("id") or str(uuid.uuid4()),
+            "specversion": SPEC_VERSION,
+            "source": over.get("source", source),
+            "type": over.get("type", DEFAULT_TYPE),
+            "datacontenttype": ct,
+            "topic": topic,
+            "pubsubname": pubsub,
+            "traceid": trace,
+            "traceparent": trace,
+            "tracestate": over.get("tracestate", tracestate),
+            "time": _now_local(),
+        }
+        raw_json = _put_data(event, data, ct)
+    if "subject" in over:
+        event["subject"] = over["subject"]
+    if opts.ttl_seconds is not None and "expiration" not in event:
+        event["expiration"] = _expiration(opts.ttl_seconds)
+    out = _dumps(event)
+    if raw_json is not None:
+        # JSON data is spliced in as written, so numbers stay exact (Dapr keeps them exact too).
+        out = out[:-1] + b',"data":' + raw_json + b"}"
+    return out
+
+
+def _put_data(event: dict[str, Any], data: bytes, content_type: str) -> bytes | None:
+    """Put the body into ``event``; returns valid JSON bytes to splice in as ``data`` instead."""
+    base = content_type.split(";", 1)[0].strip().lower()
+    if _json_type(content_type):
+        try:
+            json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            event["data"] = data.decode("utf-8", "replace")
+            return None
+        return data.strip()
+    if base == "application/octet-stream" or base.startswith("application/protobuf"):
+        event["data_base64"] = base64.b64encode(data).decode()
+        return None
+    try:
+        event["data"] = data.decode()
+    except UnicodeDecodeError:
+        event["data_base64"] = base64.b64encode(data).decode()
+    return None
+
+
+def _parse_object(data: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EnvelopeError(f"the body is not a JSON CloudEvent: {exc}") from None
+    if not isinstance(event, dict):
+        raise EnvelopeError("a CloudEvent must be a JSON object")
+    return event
+
+
+def parse(data: bytes) -> dict[str, Any]:
+    """An envelope read back for routing and dedup; raises :class:`EnvelopeError`."""
+    return _parse_object(data)
+
+
+def expiration_of(event: Mapping[str, Any]) -> datetime | None:
+    """The envelope's ``expiration`` as an aware datetime, or ``None`` (also when unreadable)."""
+    text = event.get("expiration")
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
