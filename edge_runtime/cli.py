@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
     )
     v.add_argument("--app-id", default=None, help="check scopes as this app")
+    o = sub.add_parser("outbox", help="show the messages waiting in the outbox, per relay")
+    o.add_argument("--data-dir", type=Path, default=None)
     return parser
 
 
@@ -183,4 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "outbox":
+        return _outbox(args)
     return _validate(args)
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    from edge_runtime.outbox.cli import backlogs, render
+
+    try:
+        print(render(backlogs(args.data_dir or default_data_dir())))  # noqa: T201 - the output
+    except OSError as exc:
+        print(f"edge-runtime outbox: {exc}", file=sys.stderr)  # noqa: T201 - the error
+        return 1
+    return 0

@@ -335,3 +335,31 @@ def test_forced_shutdown_exits_1(
     )
     assert r.status_code == 204
     assert proc.wait(timeout=10) == 1
+
+
+def test_outbox_command_shows_the_backlog(tmp_path: Path) -> None:
+    res = tmp_path / "components"
+    res.mkdir()
+    (res / "p.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: mem}\n"
+        "spec: {type: pubsub.in-memory, version: v1}\n"
+    )
+    data = tmp_path / "data"
+    empty = subprocess.run(
+        cli("outbox", "--data-dir", str(data)), capture_output=True, timeout=30, check=True
+    )
+    assert b"empty" in empty.stdout
+    proc = subprocess.Popen(run_args(res, data), stderr=subprocess.DEVNULL)
+    try:
+        port = wait_ready(proc, data)
+        assert (
+            httpx.post(f"http://127.0.0.1:{port}/v1.0/publish/mem/t", content=b"x").status_code
+            == 204
+        )
+        out = subprocess.run(
+            cli("outbox", "--data-dir", str(data)), capture_output=True, timeout=30, check=True
+        ).stdout.decode()
+        assert "pubsub_mem" in out
+    finally:
+        proc.terminate()
+        proc.wait(20)
