@@ -6,13 +6,14 @@ unknown type raises :class:`UnknownComponentTypeError` naming the type and what 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from edge_runtime.config.manifest import ComponentManifest
-from edge_runtime.config.metadata import ResolvedMetadata
+from edge_runtime.config.metadata import ResolvedMetadata, declared_metadata
 from edge_runtime.support.disk import DiskBudget
 
 Durability = Literal["full", "normal"]
@@ -37,6 +38,27 @@ class ComponentContext:
 
 
 Factory = Callable[[ComponentContext], Any]
+
+
+class LazyFactory:
+    """A factory imported on first use, so a type's libraries (paho, grpc, gpiod) load only
+    when a component of that type is configured. ``metadata_class`` imports it for validate."""
+
+    def __init__(self, module: str, attr: str = "create") -> None:
+        self.module = module
+        self.attr = attr
+
+    def _target(self) -> Factory:
+        target: Factory = getattr(importlib.import_module(self.module), self.attr)
+        return target
+
+    def __call__(self, ctx: ComponentContext) -> Any:
+        return self._target()(ctx)
+
+    @property
+    def metadata_class(self) -> type[Any] | None:
+        """The metadata dataclass the real factory declares."""
+        return declared_metadata(self._target())
 
 
 class UnknownComponentTypeError(LookupError):

@@ -162,3 +162,79 @@ MQTT_MESSAGES_DROPPED = Counter(
     ["component", "reason"],
     registry=REGISTRY,
 )
+
+# --- inbox and delivery to the app (edge_runtime.inbox) -----------------------------------
+# ``subscription`` is the inbox key ``pubsub|topic``.
+INBOX_RECEIVED = Counter(
+    "edge_runtime_inbox_received",
+    "Incoming events committed to the inbox (each acknowledged to the broker after commit).",
+    ["subscription"],
+    registry=REGISTRY,
+)
+INBOX_DUPLICATES = Counter(
+    "edge_runtime_inbox_duplicates",
+    "Incoming events not stored because their CloudEvent id was seen (still acknowledged).",
+    ["subscription"],
+    registry=REGISTRY,
+)
+INBOX_REJECTED = Counter(
+    "edge_runtime_inbox_rejected",
+    "Incoming events refused because the inbox backlog was full (not acknowledged: the broker"
+    " keeps them).",
+    ["subscription"],
+    registry=REGISTRY,
+)
+INBOX_DELIVERED = Counter(
+    "edge_runtime_inbox_delivered",
+    "Delivery attempts to the app by outcome (success, retry, drop; poison: not deliverable).",
+    ["subscription", "outcome"],
+    registry=REGISTRY,
+)
+INBOX_RETRIES = Counter(
+    "edge_runtime_inbox_retries",
+    "Deliveries scheduled for another attempt after a failure.",
+    ["subscription"],
+    registry=REGISTRY,
+)
+INBOX_DROPPED = Counter(
+    "edge_runtime_inbox_dropped",
+    "Events removed without delivery, by reason (app_drop, expired, unrouted ...); each is also"
+    " dead-lettered when the subscription has a dead-letter topic.",
+    ["subscription", "reason"],
+    registry=REGISTRY,
+)
+INBOX_EXPIRED = Counter(
+    "edge_runtime_inbox_expired",
+    "Events whose expiration passed before delivery (dropped; dead-lettered when configured).",
+    ["subscription"],
+    registry=REGISTRY,
+)
+INBOX_DEADLETTERED = Counter(
+    "edge_runtime_inbox_deadlettered",
+    "Events dead-lettered: to the subscription's dead-letter topic, or parked in the local"
+    " deadletters table (where=local).",
+    ["subscription", "where"],
+    registry=REGISTRY,
+)
+INBOX_BACKLOG = Gauge(
+    "edge_runtime_inbox_backlog",
+    "Events in the inbox waiting for delivery.",
+    ["subscription"],
+    registry=REGISTRY,
+)
+INBOX_BACKLOG_BYTES = Gauge(
+    "edge_runtime_inbox_backlog_bytes",
+    "Bytes of events in the inbox waiting for delivery (all subscriptions).",
+    registry=REGISTRY,
+)
+INBOX_PARKED = Gauge(
+    "edge_runtime_inbox_deadletters",
+    "Events parked in the local deadletters table (list and replay with"
+    " `edge-runtime deadletters`).",
+    registry=REGISTRY,
+)
+INBOX_SEEN_PRUNED = Counter(
+    "edge_runtime_inbox_seen_pruned",
+    "Dedup ids forgotten by age or by the per-subscription count limit.",
+    registry=REGISTRY,
+)

@@ -1,0 +1,260 @@
+"""Publish throughput through the sidecar vs a bare paho publisher, on one private mosquitto.
+
+Measured in one run, on the same broker, with a bare paho subscriber process counting arrivals:
+- baseline: a bare paho-mqtt QoS 1 publisher in its own process, 200-byte payloads, 100 in
+  flight, no durability at all;
+- HTTP single publishes: ``wrk`` (C, its own process) POSTing 200-byte JSON to
+  ``/v1.0/publish``; every 204 means the message was fsynced into the outbox;
+- HTTP bulk publishes: ``wrk`` POSTing 100 entries per request to the bulk endpoint;
+- bytes written to disk per message (``/proc/PID/io`` write_bytes of the sidecar);
+- drain rate of a backlog: broker stopped, N messages published (acknowledged into the outbox),
+  broker started, time until the outbox is empty and the subscriber has them all.
+Ratios are against the baseline of the same run, since this machine is noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+from bench._sidecar import start
+from tests.support.mosquitto import Mosquitto
+
+PAYLOAD = json.dumps({"sensor": "t1", "celsius": 21.5, "pad": "x" * 150})
+
+SUBSCRIBER = textwrap.dedent("""
+    import sys, time, paho.mqtt.client as mqtt
+    port, topic, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    n = 0
+    def on_message(c, u, m):
+        global n
+        n += 1
+    def on_connect(c, u, flags, rc, props):
+        c.subscribe(topic, qos=1)  # again after every reconnect: the broker may have restarted
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-sub", clean_session=False)
+    c.on_message = on_message
+    c.on_connect = on_connect
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.2)
+        with open(out + ".tmp", "w") as f:
+            f.write(str(n))
+        import os; os.replace(out + ".tmp", out)
+""")
+
+PUBLISHER = textwrap.dedent("""
+    import sys, time, threading, paho.mqtt.client as mqtt
+    port, topic, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+    payload = sys.argv[4].encode()
+    window = threading.Semaphore(100)
+    acked = 0
+    def on_publish(c, u, mid, rc, props):
+        global acked
+        acked += 1
+        window.release()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    c.on_publish = on_publish
+    c.max_inflight_messages_set(100)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        window.acquire()
+        c.publish(topic, payload, qos=1)
+    time.sleep(0.5)
+    print(acked / seconds)
+""")
+
+
+def arrived(path: Path) -> int:
+    try:
+        return int(path.read_text() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def wait_count(path: Path, target: int, limit_s: float) -> float:
+    start = time.monotonic()
+    while arrived(path) < target and time.monotonic() - start < limit_s:
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def write_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    return 0
+
+
+def wrk(url: str, body: str, seconds: int, conns: int, work: Path) -> float:
+    script = work / "pub.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if bad:
+        print(f"  (wrk saw {bad.group(1)} non-2xx replies)")
+    return float(m.group(1)) if m else 0.0
+
+
+def outbox_count(data: Path) -> int:
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "outbox", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines()[1:] if line.split()[1:2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--backlog", type=int, default=100_000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "broker")
+        broker.start()
+        counter = work / "count"
+        sub = subprocess.Popen(
+            [sys.executable, "-c", SUBSCRIBER, str(broker.port), "bench/#", str(counter)],
+            stdout=subprocess.PIPE,
+        )
+        assert sub.stdout is not None
+        sub.stdout.readline()
+        comp = work / "sidecar"
+        (comp / "components").mkdir(parents=True)
+        (comp / "components" / "mqtt.yaml").write_text(
+            textwrap.dedent(f"""
+            apiVersion: dapr.io/v1alpha1
+            kind: Component
+            metadata: {{name: mqtt}}
+            spec:
+              type: pubsub.mqtt
+              version: v1
+              metadata:
+              - {{name: url, value: "{broker.url}"}}
+              - {{name: consumerID, value: bench-sidecar}}
+        """)
+        )
+        try:
+            base = float(
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        PUBLISHER,
+                        str(broker.port),
+                        "bench/base",
+                        str(args.seconds),
+                        PAYLOAD,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.strip()
+            )
+            time.sleep(1)
+            proc, port, _ = start(comp)
+            try:
+                before_n, before_w = arrived(counter), write_bytes(proc.pid)
+                single = wrk(
+                    f"http://127.0.0.1:{port}/v1.0/publish/mqtt/bench/single",
+                    PAYLOAD,
+                    args.seconds,
+                    32,
+                    work,
+                )
+                sent = int(single * args.seconds)
+                drain_s = wait_count(counter, before_n + sent, 60)
+                e2e_single = (arrived(counter) - before_n) / (args.seconds + drain_s)
+                per_msg = (write_bytes(proc.pid) - before_w) / max(arrived(counter) - before_n, 1)
+                entries = json.dumps(
+                    [
+                        {
+                            "entryId": str(i),
+                            "event": json.loads(PAYLOAD),
+                            "contentType": "application/json",
+                        }
+                        for i in range(100)
+                    ]
+                )
+                before_n = arrived(counter)
+                bulk_rps = wrk(
+                    f"http://127.0.0.1:{port}/v1.0-alpha1/publish/bulk/mqtt/bench/bulk",
+                    entries,
+                    args.seconds,
+                    8,
+                    work,
+                )
+                bulk_sent = int(bulk_rps * 100 * args.seconds)
+                bulk_drain = wait_count(counter, before_n + bulk_sent, 120)
+                e2e_bulk = (arrived(counter) - before_n) / (args.seconds + bulk_drain)
+                # Backlog drain: broker down, publish, broker up.
+                broker.stop()
+                chunk = [
+                    {
+                        "entryId": str(i),
+                        "event": json.loads(PAYLOAD),
+                        "contentType": "application/json",
+                    }
+                    for i in range(500)
+                ]
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+                    for _ in range(args.backlog // 500):
+                        r = c.post("/v1.0-alpha1/publish/bulk/mqtt/bench/backlog", json=chunk)
+                        r.raise_for_status()
+                before_n = arrived(counter)
+                broker.start()
+                drained = wait_count(counter, before_n + args.backlog, 300)
+                got = arrived(counter) - before_n
+            finally:
+                proc.terminate()
+                proc.wait()
+        finally:
+            sub.kill()
+            broker.stop()
+    print(
+        f"pubsub bench: mosquitto on loopback, 200-byte payloads, {args.seconds}s per run, "
+        f"{os.cpu_count()} cores shared by every process"
+    )
+    print(f"  baseline bare paho QoS1 publisher (100 in flight, no durability): {base:8.0f} msg/s")
+    print(
+        f"  HTTP single publish (wrk -c32), fsync per ack : {single:8.0f} msg/s; "
+        f"end to end {e2e_single:8.0f} msg/s  ratio {e2e_single / base:.2f}"
+    )
+    print(
+        f"  HTTP bulk publish (100 per request, wrk -c8)   : {bulk_rps * 100:8.0f} msg/s; "
+        f"end to end {e2e_bulk:8.0f} msg/s  ratio {e2e_bulk / base:.2f}"
+    )
+    print(f"  disk writes per message (single publishes): {per_msg:.0f} bytes")
+    print(
+        f"  backlog of {args.backlog}: {got} delivered in {drained:.1f}s after the broker "
+        f"came back = {got / max(drained, 1e-9):.0f} msg/s"
+    )
+
+
+if __name__ == "__main__":
+    main()

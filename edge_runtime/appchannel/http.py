@@ -1,0 +1,213 @@
+"""The HTTP channel to the app: subscription discovery and event delivery (contract §3.1-3.2).
+
+:class:`HttpAppChannel` keeps one pooled ``httpx.AsyncClient`` (keep-alive to the app; proxy
+settings from the environment are ignored, the app is local). Every call carries
+``dapr-api-token`` when ``APP_API_TOKEN`` is set (§3.6). Transport failures and timeouts become
+:class:`~edge_runtime.appchannel.AppUnavailableError`; no httpx exception leaves this module.
+
+:func:`classify` maps a delivery reply to an :class:`~edge_runtime.appchannel.Outcome` exactly
+as the §3.2 table says, and :func:`event_headers` builds the per-message headers Dapr sends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+
+import httpx
+
+from edge_runtime.appchannel import (
+    AppReply,
+    AppStatusError,
+    AppUnavailableError,
+    Outcome,
+)
+
+__all__ = [
+    "CLOUDEVENTS_JSON",
+    "HttpAppChannel",
+    "canonical_header",
+    "classify",
+    "event_headers",
+]
+
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+TOKEN_HEADER = "dapr-api-token"  # noqa: S105 - a header name, not a secret
+APP_ID_HEADER = "dapr-app-id"
+
+log = logging.getLogger(__name__)
+
+_TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Not forwarded from broker metadata: set by the transport, hop-by-hop, or ours to set.
+_SKIPPED = frozenset({
+    "content-type", "content-length", "connection", "keep-alive", "proxy-connection",
+    "transfer-encoding", "upgrade", "te", "trailer", "proxy-authenticate",
+    "proxy-authorization", "host", TOKEN_HEADER,
+})
+
+
+def canonical_header(name: str) -> str:
+    """Go's ``CanonicalMIMEHeaderKey``: ``content-type`` → ``Content-Type``; a name with
+    characters outside an HTTP token is returned unchanged."""
+    if not _TOKEN_CHARS.fullmatch(name):
+        return name
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def _valid(name: str, value: str) -> bool:
+    return bool(_TOKEN_CHARS.fullmatch(name)) and not _BAD_VALUE.search(value)
+
+
+def event_headers(metadata: Mapping[str, str], pubsub_name: str) -> dict[str, str]:
+    """The headers for one delivered event: one per broker-metadata entry (lower-cased, then
+    Go-canonicalised), ``Pubsubname``. Content type and length, hop-by-hop names and ``*-bin``
+    keys are skipped, and so is an entry that is not a valid HTTP header."""
+    out: dict[str, str] = {}
+    for key, value in metadata.items():
+        low = key.lower()
+        if low in _SKIPPED or low.endswith("-bin") or not _valid(low, value):
+            continue
+        out[canonical_header(low)] = value
+    out["Pubsubname"] = pubsub_name
+    return out
+
+
+def classify(reply: AppReply) -> Outcome:
+    """The outcome of a delivery reply (contract §3.2).
+
+    2xx with an empty or non-JSON body, JSON that is not an object or has no (or an empty, or a
+    non-string) ``status``: SUCCESS; ``"SUCCESS"``: SUCCESS; ``"RETRY"``: RETRY; ``"DROP"``:
+    DROP; any other string (values are case-sensitive): RETRY. 404: DROP. Any other status:
+    RETRY. (A connection error is :class:`AppUnavailableError`, which callers treat as RETRY.)
+    """
+    if reply.status == 404:
+        return Outcome.DROP
+    if not 200 <= reply.status < 300:
+        return Outcome.RETRY
+    status = _status_field(reply.body)
+    if status in ("", "SUCCESS"):
+        return Outcome.SUCCESS
+    if status == "DROP":
+        return Outcome.DROP
+    if status != "RETRY":
+        log.warning("the app answered an unknown status %r; the event will be retried", status)
+    return Outcome.RETRY
+
+
+def _status_field(body: bytes) -> str:
+    """``status`` as Go decodes it into ``{Status string}``: "" when the body does not decode."""
+    if not body.strip():
+        return ""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return ""
+    if not isinstance(value, dict):
+        return ""
+    status: object = ""
+    for key, v in value.items():  # case-insensitive, the last spelling wins
+        if key.lower() == "status":
+            status = v
+    if status is None:
+        return ""
+    return status if isinstance(status, str) else ""
+
+
+class HttpAppChannel:
+    """The app at ``http://address:port``, over one pooled client. Coroutine-safe.
+
+    ``timeout_s`` bounds each call (connect, send and the whole reply); ``api_token`` is sent
+    as ``dapr-api-token`` on every call; ``app_id`` as ``dapr-app-id`` on discovery.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        *,
+        api_token: str | None,
+        timeout_s: float,
+        app_id: str = "",
+        max_connections: int = 64,
+    ) -> None:
+        host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+        self.base_url = f"http://{host}:{port}"
+        self.app_id = app_id
+        self._token = api_token or None
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            trust_env=False,  # never send loopback calls through an HTTP_PROXY
+            follow_redirects=False,
+        )
+
+    async def close(self) -> None:
+        """Close the pooled connections; idempotent."""
+        await self._client.aclose()
+
+    async def get_subscriptions(self) -> bytes | None:
+        """``GET /dapr/subscribe``: the body on 2xx, ``None`` on 404 (no subscriptions).
+
+        Raises :class:`AppStatusError` for any other status (Dapr logs it and uses none; the
+        caller decides whether to keep the saved list) and :class:`AppUnavailableError`.
+        """
+        headers = {"Content-Type": "application/json"}
+        if self.app_id:
+            headers[APP_ID_HEADER] = self.app_id
+        reply = await self.request("GET", "/dapr/subscribe", b"", headers)
+        if reply.status == 404:
+            return None
+        if not 200 <= reply.status < 300:
+            raise AppStatusError(
+                f"GET /dapr/subscribe answered {reply.status}: {reply.body[:200]!r}", reply.status
+            )
+        return reply.body
+
+    async def post_event(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> AppReply:
+        """POST one CloudEvent (the bytes as received) to ``path`` with
+        ``Content-Type: application/cloudevents+json`` plus ``headers``. Raises only
+        :class:`AppUnavailableError`."""
+        return await self.post(path, body, headers, content_type=CLOUDEVENTS_JSON)
+
+    async def post(
+        self, path: str, body: bytes, headers: Mapping[str, str] | None = None,
+        *, content_type: str = "application/json",
+    ) -> AppReply:
+        """POST ``body`` to ``path`` with ``content_type``; the reply whatever its status."""
+        merged = dict(headers or {})
+        merged["Content-Type"] = content_type
+        return await self.request("POST", path, body, merged)
+
+    async def request(
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str]
+    ) -> AppReply:
+        """One call; headers that are not valid HTTP are left out (and logged at debug).
+
+        Raises only :class:`AppUnavailableError`.
+        """
+        # Values go as UTF-8 bytes, as Go sends its strings (httpx would refuse non-ASCII str).
+        sent: list[tuple[bytes, bytes]] = []
+        for k, v in headers.items():
+            if _valid(k, v) and k.lower() != TOKEN_HEADER:
+                sent.append((k.encode(), v.strip(" \t").encode()))
+            else:
+                log.debug("header %r left out of the call to the app", k)
+        if self._token:
+            sent.append((TOKEN_HEADER.encode(), self._token.encode()))
+        url = "/" + path.lstrip("/")
+        try:
+            resp = await self._client.request(method, url, content=body, headers=sent)
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            what = type(exc).__name__
+            raise AppUnavailableError(
+                f"{method} {self.base_url}{url} failed: {what}: {exc}".rstrip(": ")
+            ) from exc
+        return AppReply(resp.status_code, resp.content, dict(resp.headers))

@@ -1,0 +1,302 @@
+"""Delivery from the inbox to the app: one task per subscription, retries, dead letters.
+
+:class:`Deliverer` runs one task per subscription key, named ``inbox-deliver:<key>``. Each
+reads its rows in arrival order and calls the runtime's :data:`Deliver` callable (which
+routes, posts over HTTP or gRPC and maps the reply to an :class:`Outcome`), at most
+``concurrency`` rows at a time: with the default 1, delivery is ordered per subscription;
+with N, the N oldest rows are in progress (delivering or waiting for a retry) at once. It waits
+while the ``ready`` event is clear (the app is not up, or unhealthy).
+
+Outcomes:
+
+* SUCCESS: the row is deleted.
+* DROP: counted, logged, dead-lettered to the subscription's topic when it has one, deleted.
+* RETRY (or the callable raised): the failure is recorded in the row (attempt count and next
+  attempt time, so a restart resumes the schedule) and retried after the subscription's
+  :class:`RetryPolicy` delay. When the retries are spent: published to the dead-letter topic
+  through the runtime's :data:`DeadLetter` callable when the subscription has one, else (or
+  when that publish fails) parked in the local ``deadletters`` table with the reason.
+* :class:`PoisonEventError` raised by the callable: never deliverable (not a CloudEvent ...):
+  dead-lettered as above at once, without retries.
+* :class:`DropEventError` raised by the callable: dropped as a success, like DROP, counted
+  under its ``reason`` label (e.g. ``unrouted``: no rule matched and there is no default).
+* An expired row (its ``expiration`` passed) is not delivered: counted, logged, dead-lettered
+  to the topic when there is one, deleted.
+
+Every drop and dead letter is counted (``edge_runtime_inbox_*``) and logged at WARNING.
+Failures of the inbox itself leave the row in place; it is tried again after a pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from edge_runtime.appchannel import AppChannelError, Outcome
+from edge_runtime.errors import StorageFullError
+from edge_runtime.inbox.retry import DEFAULT_RETRY, RetryPolicy
+from edge_runtime.inbox.store import Inbox, InboxError, InboxRow
+from edge_runtime.observability.metrics import (
+    INBOX_DEADLETTERED,
+    INBOX_DELIVERED,
+    INBOX_DROPPED,
+    INBOX_EXPIRED,
+    INBOX_RETRIES,
+)
+from edge_runtime.subscriptions.model import Subscription
+
+__all__ = [
+    "DeadLetter",
+    "Deliver",
+    "Deliverer",
+    "DropEventError",
+    "PoisonEventError",
+    "RetryLookup",
+]
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[Subscription, InboxRow], Awaitable[Outcome]]
+"""Deliver one row to the app and say what happened. Raising counts as RETRY (logged), except
+:class:`PoisonEventError`."""
+
+DeadLetter = Callable[[Subscription, InboxRow], Awaitable[None]]
+"""Publish the row's original bytes to ``sub.dead_letter_topic`` on ``sub.pubsub_name``
+(through the durable outbox); return once that is durable. Raising parks the row locally."""
+
+RetryLookup = Callable[[str], RetryPolicy]
+"""The inbound retry policy of a pubsub (by component name)."""
+
+
+class PoisonEventError(Exception):
+    """Raised by a :data:`Deliver` callable for an event that no retry can deliver."""
+
+
+class DropEventError(Exception):
+    """Raised by a :data:`Deliver` callable to drop an event as a success (dead-lettered when
+    the subscription has a topic); ``label`` names the reason in metrics."""
+
+    def __init__(self, message: str, label: str) -> None:
+        super().__init__(message)
+        self.label = label
+
+
+@dataclass(slots=True)
+class _Worker:
+    sub: Subscription
+    task: asyncio.Task[None] | None = None
+    inflight: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+
+
+class Deliverer:
+    """Delivers the inbox's rows to the app. Owned by the runtime: :meth:`start`, then
+    :meth:`update` when the subscription list changes, :meth:`stop` at shutdown.
+
+    Rows of a subscription that is not (or no longer) in the list stay in the inbox until it
+    comes back.
+    """
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        deliver: Deliver,
+        *,
+        ready: asyncio.Event,
+        dead_letter: DeadLetter | None = None,
+        retry: RetryLookup | None = None,
+        concurrency: int = 1,
+        poll_interval_s: float = 5.0,
+        error_pause_s: float = 1.0,
+    ) -> None:
+        self.inbox = inbox
+        self._deliver = deliver
+        self._ready = ready
+        self._dead_letter = dead_letter
+        self._retry: RetryLookup = retry or (lambda _name: DEFAULT_RETRY)
+        self._concurrency = max(1, concurrency)
+        self._poll = poll_interval_s
+        self._pause = error_pause_s
+        self._workers: dict[str, _Worker] = {}
+
+    @property
+    def keys(self) -> list[str]:
+        """The subscription keys being delivered."""
+        return list(self._workers)
+
+    async def start(self, subs: Iterable[Subscription]) -> None:
+        """Start delivering for ``subs`` (the same as :meth:`update`)."""
+        await self.update(subs)
+
+    async def update(self, subs: Iterable[Subscription], deadline_s: float = 5.0) -> None:
+        """Deliver for exactly ``subs``: start new keys, take changed routes, stop removed
+        keys (their in-flight deliveries get ``deadline_s`` to finish)."""
+        wanted = {s.key: s for s in subs}
+        gone = [w for k, w in self._workers.items() if k not in wanted]
+        for key, sub in wanted.items():
+            worker = self._workers.get(key)
+            if worker is not None:
+                worker.sub = sub
+                continue
+            worker = _Worker(sub)
+            worker.task = asyncio.create_task(self._loop(worker), name=f"inbox-deliver:{key}")
+            self._workers[key] = worker
+        for worker in gone:
+            del self._workers[worker.sub.key]
+        await self._stop_workers(gone, deadline_s)
+
+    async def stop(self, deadline_s: float = 5.0) -> None:
+        """Stop taking rows, let in-flight deliveries finish within ``deadline_s``, cancel the
+        rest (their rows stay and are delivered again later: at-least-once)."""
+        workers = list(self._workers.values())
+        self._workers.clear()
+        await self._stop_workers(workers, deadline_s)
+
+    async def _stop_workers(self, workers: list[_Worker], deadline_s: float) -> None:
+        loops = [w.task for w in workers if w.task is not None]
+        for task in loops:
+            task.cancel()
+        inflight = [t for w in workers for t in w.inflight.values()]
+        if inflight:
+            _done, pending = await asyncio.wait(inflight, timeout=deadline_s)
+            for task in pending:
+                log.warning("delivery %s did not finish within %.1fs; cancelled (it will be"
+                            " delivered again)", task.get_name(), deadline_s)
+                task.cancel()
+        for task in [*loops, *inflight]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # --- the per-subscription loop -----------------------------------------------------------
+
+    async def _loop(self, w: _Worker) -> None:
+        key = w.sub.key
+        wake = self.inbox.waiter(key)
+        while True:
+            if not self._ready.is_set():
+                await self._ready.wait()
+            wake.clear()
+            timeout = self._poll
+            free = self._concurrency - len(w.inflight)
+            if free > 0:
+                try:
+                    rows = await self.inbox.head(key, self._concurrency)
+                except InboxError as exc:
+                    log.warning("inbox: reading %s failed: %s", key, exc)
+                    rows, timeout = [], self._pause
+                for row in rows:
+                    if free == 0:
+                        break
+                    if row.seq in w.inflight:
+                        continue
+                    wait = self.inbox.due_in(row)
+                    if wait > 0:
+                        timeout = min(timeout, wait)
+                        continue
+                    w.inflight[row.seq] = asyncio.create_task(
+                        self._handle(w, row), name=f"inbox-deliver:{key}:{row.seq}"
+                    )
+                    free -= 1
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(timeout, 0.001)):
+                    await wake.wait()
+
+    async def _handle(self, w: _Worker, row: InboxRow) -> None:
+        try:
+            await self._process(w.sub, row)
+        except (InboxError, StorageFullError) as exc:
+            log.warning("inbox: event %d of %s stays for now: %s", row.seq, row.sub_key, exc)
+            await asyncio.sleep(self._pause)
+        except Exception:  # a bug must not stop delivery (logged with traceback); row stays
+            log.exception("inbox: handling event %d of %s failed", row.seq, row.sub_key)
+            await asyncio.sleep(self._pause)
+        finally:
+            w.inflight.pop(row.seq, None)
+            self.inbox.waiter(row.sub_key).set()
+
+    async def _process(self, sub: Subscription, row: InboxRow) -> None:
+        key = sub.key
+        if self.inbox.expired(row):
+            INBOX_EXPIRED.labels(subscription=key).inc()
+            log.warning("inbox: event %s of %s expired before delivery; dropped",
+                        _describe(row), key)
+            await self._drop(sub, row, "expired before delivery")
+            return
+        error = "the app asked to retry"
+        try:
+            outcome = await self._deliver(sub, row)
+        except PoisonEventError as exc:
+            INBOX_DELIVERED.labels(subscription=key, outcome="poison").inc()
+            await self._give_up(sub, row, f"undeliverable: {exc}", row.attempts + 1, str(exc))
+            return
+        except DropEventError as exc:
+            INBOX_DROPPED.labels(subscription=key, reason=exc.label).inc()
+            log.warning("inbox: event %s of %s dropped: %s", _describe(row), key, exc)
+            await self._drop(sub, row, str(exc))
+            return
+        except AppChannelError as exc:
+            outcome, error = Outcome.RETRY, str(exc)
+        except Exception as exc:  # any failure of the callable is a retry (logged)
+            log.exception("inbox: delivering event %s of %s failed", _describe(row), key)
+            outcome, error = Outcome.RETRY, f"{type(exc).__name__}: {exc}"
+        INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome)).inc()
+        if outcome is Outcome.SUCCESS:
+            await self.inbox.complete(row)
+        elif outcome is Outcome.DROP:
+            INBOX_DROPPED.labels(subscription=key, reason="app_drop").inc()
+            log.warning("inbox: the app dropped event %s of %s", _describe(row), key)
+            await self._drop(sub, row, "dropped by the app")
+        else:
+            await self._failed(sub, row, error)
+
+    async def _failed(self, sub: Subscription, row: InboxRow, error: str) -> None:
+        failures = row.attempts + 1
+        policy = self._retry(sub.pubsub_name)
+        if policy.exhausted(failures):
+            reason = (f"retries exhausted: {failures} attempts"
+                      f" (retry policy {policy.name or policy.kind})")
+            await self._give_up(sub, row, reason, failures, error)
+            return
+        delay = policy.delay(failures)
+        INBOX_RETRIES.labels(subscription=sub.key).inc()
+        log.info("inbox: event %s of %s failed (%s); attempt %d in %.2fs",
+                 _describe(row), sub.key, error, failures + 1, delay)
+        await self.inbox.reschedule(row, attempts=failures, delay_s=delay, error=error)
+
+    async def _drop(self, sub: Subscription, row: InboxRow, reason: str) -> None:
+        """Delete the row, publishing it to the dead-letter topic first when there is one."""
+        if sub.dead_letter_topic:
+            await self._give_up(sub, row, reason, row.attempts, row.last_error)
+        else:
+            await self.inbox.complete(row)
+
+    async def _give_up(
+        self, sub: Subscription, row: InboxRow, reason: str, attempts: int, error: str | None
+    ) -> None:
+        """Dead-letter the row: to the topic when set (and publishable), else locally."""
+        key = sub.key
+        if sub.dead_letter_topic:
+            if self._dead_letter is None:
+                reason += "; no dead-letter publisher is configured"
+            else:
+                try:
+                    await self._dead_letter(sub, row)
+                except Exception as exc:  # noqa: BLE001 - any failure parks the row locally
+                    topic = sub.dead_letter_topic
+                    reason += f"; publishing to dead-letter topic {topic!r} failed: {exc}"
+                else:
+                    INBOX_DEADLETTERED.labels(subscription=key, where="topic").inc()
+                    log.warning("inbox: event %s of %s sent to dead-letter topic %r (%s)",
+                                _describe(row), key, sub.dead_letter_topic, reason)
+                    await self.inbox.complete(row)
+                    return
+        dead_id = await self.inbox.park(row, reason=reason, error=error, attempts=attempts)
+        INBOX_DEADLETTERED.labels(subscription=key, where="local").inc()
+        log.warning("inbox: event %s of %s parked as dead letter %s (%s); see `edge-runtime"
+                    " deadletters list`", _describe(row), key, dead_id, reason)
+
+
+def _describe(row: InboxRow) -> str:
+    return f"{row.seq} (id {row.event_id!r})" if row.event_id else str(row.seq)

@@ -1,0 +1,424 @@
+"""The durable inbox: incoming events committed before the broker's ack (DESIGN.md §1, §5).
+
+:meth:`Inbox.add` returns only after the event's row is committed (group commit, one fsync per
+batch in ``full`` durability), so the component may acknowledge the message to the broker as
+soon as it returns; if it raises, the message must not be acknowledged. Dedup: an event with an
+id already seen for the same subscription is not stored and ``add`` returns ``False`` (the
+caller still acknowledges it). Ids are kept at most ``seen_ttl_s`` (wall clock) and
+``seen_max`` per subscription, pruned by the maintenance task. Events without an id (raw
+payloads) are at-least-once.
+
+Back-pressure: when the backlog (all subscriptions) would pass ``max_messages`` or
+``max_bytes``, ``add`` raises :class:`InboxFullError` and stores nothing: the broker keeps the
+unacknowledged message and redelivers it (MQTT: on reconnect), so nothing is lost while the
+app catches up. The check reads the trigger-maintained ``backlog`` table inside the insert's
+transaction, so it is exact and costs no row count.
+
+Expiry: an ``expiration`` is turned once, on arrival, into remaining milliseconds, kept as a
+monotonic deadline plus the boot id. After a reboot, :meth:`Inbox.open` rebases deadlines from
+the last monotonic checkpoint (written every maintenance interval and at close), so the time
+the device was off does not count, and a clock jump neither expires nor immortalises events.
+
+The delivery side (:mod:`edge_runtime.inbox.deliver`) reads rows with :meth:`head`, then
+:meth:`complete`, :meth:`reschedule` or :meth:`park` them. Concurrency: every method may be
+awaited by any number of coroutines on the loop that opened the inbox.
+
+Errors: :class:`InboxError` (database failures, cause chained), :class:`InboxFullError`, and
+:class:`~edge_runtime.errors.StorageFullError` (disk or budget full) pass out of ``add``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edge_runtime.errors import StorageFullError
+from edge_runtime.inbox import schema
+from edge_runtime.inbox.clock import Clock, SystemClock
+from edge_runtime.observability.metrics import (
+    INBOX_BACKLOG,
+    INBOX_BACKLOG_BYTES,
+    INBOX_DUPLICATES,
+    INBOX_PARKED,
+    INBOX_RECEIVED,
+    INBOX_REJECTED,
+    INBOX_SEEN_PRUNED,
+)
+from edge_runtime.pubsub import Received
+from edge_runtime.support.disk import DiskBudget
+from edge_runtime.support.sqlitedb import Database, DBError, Durability, get_meta, set_meta
+
+__all__ = ["Inbox", "InboxError", "InboxFullError", "InboxLimits", "InboxRow"]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+ROW_OVERHEAD = 128  # bytes a row costs beyond its data, metadata and topic
+_PRUNE_CHUNK = 2000  # seen ids deleted per unit, so writers interleave with a big prune
+_RECLAIM_MIN_PAGES = 256  # free pages worth giving back once the backlog drained
+_CHECKPOINT = "mono_checkpoint"
+
+
+class InboxError(Exception):
+    """The inbox database failed (cause chained)."""
+
+
+class InboxFullError(InboxError):
+    """The backlog is at its limit; the event was not stored (do not acknowledge it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InboxLimits:
+    """Bounds of the inbox (defaults as the outbox's, DESIGN.md §5)."""
+
+    max_messages: int = 1_000_000
+    max_bytes: int = 256 * 1024 * 1024
+    seen_ttl_s: float = 24 * 3600.0
+    seen_max: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    """One stored event and its delivery state."""
+
+    seq: int
+    sub_key: str
+    topic: str
+    data: bytes
+    metadata: Mapping[str, str]
+    event_id: str | None
+    size: int
+    arrived_ms: int
+    ttl_boot: str | None
+    ttl_deadline_ms: int | None
+    attempts: int
+    next_boot: str | None
+    next_mono_ms: int | None
+    first_attempt_ms: int | None
+    last_error: str | None
+
+
+class Inbox:
+    """``<data_dir>/inbox.db``; :meth:`open` before use, :meth:`close` at shutdown.
+
+    Owns one background task, ``inbox-maintenance`` (prunes dedup ids, checkpoints the
+    monotonic clock, refreshes gauges, gives space back after a backlog drained), started by
+    :meth:`open` and stopped by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        durability: Durability = "full",
+        commit_window_ms: float = 0.0,
+        disk_budget: DiskBudget | None = None,
+        limits: InboxLimits | None = None,
+        clock: Clock | None = None,
+        maintenance_interval_s: float = 60.0,
+    ) -> None:
+        self.path = data_dir / schema.FILE_NAME
+        self.limits = limits or InboxLimits()
+        self.clock: Clock = clock or SystemClock()
+        self._interval = maintenance_interval_s
+        self.db = Database(
+            self.path, name=schema.DB_NAME, migrations=schema.MIGRATIONS,
+            durability=durability, commit_window_ms=commit_window_ms, disk_budget=disk_budget,
+        )
+        self._wakers: dict[str, asyncio.Event] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (quarantining a corrupt file), migrate, rebase expiries, start maintenance.
+
+        Raises :class:`~edge_runtime.errors.ComponentError` when the file cannot be used.
+        """
+        await self.db.open()
+        await self._guard(self.db.write(self._rebase), "rebase expiries")
+        await self.refresh_gauges()
+        self._task = asyncio.create_task(self._maintenance(), name="inbox-maintenance")
+
+    async def close(self) -> None:
+        """Stop maintenance, checkpoint the monotonic clock, close the database. Idempotent."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            with contextlib.suppress(InboxError, StorageFullError):
+                await self._guard(self.db.write(self._checkpoint), "checkpoint")
+        await self.db.close()
+
+    def waiter(self, sub_key: str) -> asyncio.Event:
+        """An event set whenever a row for ``sub_key`` is added (cleared by its reader)."""
+        return self._wakers.setdefault(sub_key, asyncio.Event())
+
+    # --- time --------------------------------------------------------------------------------
+
+    def mono_ms(self) -> int:
+        """The clock's monotonic time in ms."""
+        return round(self.clock.monotonic() * 1000)
+
+    def wall_ms(self) -> int:
+        """The clock's wall time in unix ms."""
+        return round(self.clock.wall() * 1000)
+
+    def expired(self, row: InboxRow) -> bool:
+        """Whether the row's expiration has passed (rows without one never expire)."""
+        if row.ttl_deadline_ms is None or row.ttl_boot != self.clock.boot_id:
+            return False  # another boot's deadline is rebased at open; none is left here
+        return self.mono_ms() >= row.ttl_deadline_ms
+
+    def due_in(self, row: InboxRow) -> float:
+        """Seconds until the row's next attempt (<= 0: due now; a past boot's: due now)."""
+        if row.next_mono_ms is None or row.next_boot != self.clock.boot_id:
+            return 0.0
+        return (row.next_mono_ms - self.mono_ms()) / 1000
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        set_meta(conn, _CHECKPOINT, f"{self.clock.boot_id} {self.mono_ms()}")
+
+    def _rebase(self, conn: sqlite3.Connection) -> None:
+        boot, now = self.clock.boot_id, self.mono_ms()
+        mark = get_meta(conn, _CHECKPOINT)
+        if mark is not None:
+            old_boot, _, old_ms = mark.rpartition(" ")
+            if old_boot != boot and old_ms.lstrip("-").isdigit():
+                conn.execute(
+                    "UPDATE messages SET ttl_deadline_ms = ? + MAX(0, ttl_deadline_ms - ?),"
+                    " ttl_boot = ? WHERE ttl_boot = ?", (now, int(old_ms), boot, old_boot),
+                )
+        # Rows of a boot with no checkpoint: what remained on arrival, counted from now.
+        conn.execute(
+            "UPDATE messages SET ttl_deadline_ms = ? + ttl_ms, ttl_boot = ?"
+            " WHERE ttl_boot IS NOT NULL AND ttl_boot != ?", (now, boot, boot),
+        )
+        self._checkpoint(conn)
+
+    # --- arrival -----------------------------------------------------------------------------
+
+    async def add(
+        self, sub_key: str, received: Received, event_id: str | None,
+        *, expiration: datetime | None = None,
+    ) -> bool:
+        """Commit ``received`` for subscription ``sub_key``; ``False`` for a duplicate id.
+
+        ``expiration`` (an aware datetime, from the envelope) sets the event's lifetime, read
+        against the wall clock once, now. Returns after COMMIT. Raises
+        :class:`InboxFullError`, :class:`InboxError` or ``StorageFullError``; then nothing
+        was stored.
+        """
+        meta = json.dumps(dict(received.metadata), separators=(",", ":"), ensure_ascii=False)
+        size = len(received.data) + len(meta.encode()) + len(received.topic) + ROW_OVERHEAD
+        wall, mono, boot = self.wall_ms(), self.mono_ms(), self.clock.boot_id
+        ttl_ms = None
+        if expiration is not None:
+            ttl_ms = max(0, round(expiration.timestamp() * 1000) - wall)
+        limits = self.limits
+        event = event_id or None
+
+        def unit(conn: sqlite3.Connection) -> int | None:
+            if event is not None:
+                cur = conn.execute(
+                    "INSERT INTO seen(sub_key, event_id, seen_ms) VALUES (?, ?, ?)"
+                    " ON CONFLICT(sub_key, event_id) DO NOTHING", (sub_key, event, wall),
+                )
+                if cur.rowcount == 0:
+                    return None
+            count, total = conn.execute(
+                "SELECT total(messages), total(bytes) FROM backlog"
+            ).fetchone()
+            if count + 1 > limits.max_messages or total + size > limits.max_bytes:
+                raise InboxFullError(
+                    f"the inbox is full ({int(count)} events, {int(total)} bytes; limits "
+                    f"{limits.max_messages} events, {limits.max_bytes} bytes): the event "
+                    "is left with the broker"
+                )
+            conn.execute(
+                "INSERT INTO messages(sub_key, topic, data, metadata, event_id, size,"
+                " arrived_ms, ttl_ms, ttl_boot, ttl_deadline_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (sub_key, received.topic, received.data, meta, event, size, wall, ttl_ms,
+                 None if ttl_ms is None else boot, None if ttl_ms is None else mono + ttl_ms),
+            )
+            return int(conn.execute(
+                "SELECT messages FROM backlog WHERE sub_key = ?", (sub_key,)
+            ).fetchone()[0])
+
+        try:
+            backlog = await self._guard(self.db.write(unit, size=size), "add")
+        except InboxFullError:
+            INBOX_REJECTED.labels(subscription=sub_key).inc()
+            raise
+        if backlog is None:
+            INBOX_DUPLICATES.labels(subscription=sub_key).inc()
+            return False
+        INBOX_RECEIVED.labels(subscription=sub_key).inc()
+        INBOX_BACKLOG.labels(subscription=sub_key).set(backlog)
+        waker = self._wakers.get(sub_key)
+        if waker is not None:
+            waker.set()
+        return True
+
+    # --- delivery ----------------------------------------------------------------------------
+
+    async def head(self, sub_key: str, limit: int = 1) -> list[InboxRow]:
+        """The oldest ``limit`` rows of ``sub_key``, in arrival order."""
+        def read(conn: sqlite3.Connection) -> list[InboxRow]:
+            rows = conn.execute(
+                f"SELECT {schema.MESSAGE_COLUMNS} FROM messages WHERE sub_key = ?"
+                " ORDER BY seq LIMIT ?", (sub_key, limit),
+            ).fetchall()
+            return [_row(r) for r in rows]
+
+        return await self._guard(self.db.read(read), "read")
+
+    async def complete(self, row: InboxRow) -> None:
+        """Delete a delivered (or dropped) row."""
+        def unit(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM messages WHERE seq = ?", (row.seq,))
+            found = conn.execute(
+                "SELECT messages FROM backlog WHERE sub_key = ?", (row.sub_key,)
+            ).fetchone()
+            return int(found[0]) if found else 0
+
+        left = await self._guard(self.db.write(unit), "delete")
+        INBOX_BACKLOG.labels(subscription=row.sub_key).set(left)
+
+    async def reschedule(
+        self, row: InboxRow, *, attempts: int, delay_s: float, error: str
+    ) -> None:
+        """Record a failed attempt: ``attempts`` so far, the next one ``delay_s`` from now."""
+        boot, wall = self.clock.boot_id, self.wall_ms()
+        next_ms = self.mono_ms() + round(delay_s * 1000)
+
+        def unit(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE messages SET attempts = ?, next_boot = ?, next_mono_ms = ?,"
+                " first_attempt_ms = COALESCE(first_attempt_ms, ?), last_error = ?"
+                " WHERE seq = ?", (attempts, boot, next_ms, wall, error[:2000], row.seq),
+            )
+
+        await self._guard(self.db.write(unit), "reschedule")
+
+    async def park(
+        self, row: InboxRow, *, reason: str, error: str | None, attempts: int
+    ) -> int | None:
+        """Move the row to the local ``deadletters`` table; its id there (``None``: gone)."""
+        now = self.wall_ms()
+        err = None if error is None else error[:2000]
+        dead_id = await self._guard(self.db.write(lambda conn: schema.park(
+            conn, row.seq, reason=reason, error=err, attempts=attempts, now_ms=now,
+        )), "park")
+        INBOX_BACKLOG.labels(subscription=row.sub_key).dec()
+        INBOX_PARKED.inc()
+        return dead_id
+
+    # --- dead letters ------------------------------------------------------------------------
+
+    async def deadletters(self, limit: int = -1) -> list[schema.DeadLetterRow]:
+        """Parked events, oldest first."""
+        return await self._guard(self.db.read(lambda c: schema.list_dead(c, limit)), "read")
+
+    async def replay(self, ids: Sequence[int] | None) -> int:
+        """Move parked events back for delivery (``None``: all); the number moved."""
+        now = self.wall_ms()
+        moved = await self._guard(
+            self.db.write(lambda c: schema.replay_dead(c, ids, now)), "replay"
+        )
+        for waker in self._wakers.values():
+            waker.set()
+        await self.refresh_gauges()
+        return moved
+
+    # --- maintenance -------------------------------------------------------------------------
+
+    async def backlog(self) -> dict[str, tuple[int, int]]:
+        """``{sub_key: (events, bytes)}`` waiting for delivery."""
+        def read(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            rows = conn.execute("SELECT sub_key, messages, bytes FROM backlog").fetchall()
+            return {k: (int(n), int(b)) for k, n, b in rows}
+
+        return await self._guard(self.db.read(read), "read")
+
+    async def refresh_gauges(self) -> dict[str, tuple[int, int]]:
+        """Set the backlog gauges from the database (rows added by the CLI included)."""
+        backlog = await self.backlog()
+        for key, (n, _) in backlog.items():
+            INBOX_BACKLOG.labels(subscription=key).set(n)
+        INBOX_BACKLOG_BYTES.set(sum(b for _, b in backlog.values()))
+        parked = await self._guard(self.db.read(
+            lambda c: int(c.execute("SELECT count(*) FROM deadletters").fetchone()[0])
+        ), "read")
+        INBOX_PARKED.set(parked)
+        return backlog
+
+    async def prune_seen(self) -> int:
+        """Forget dedup ids older than ``seen_ttl_s`` or beyond ``seen_max`` per subscription."""
+        cutoff = self.wall_ms() - round(self.limits.seen_ttl_s * 1000)
+        keep = self.limits.seen_max
+        total = 0
+        for key in await self.backlog():
+            bound = partial(schema.seen_bound, sub_key=key, keep=keep, cutoff_ms=cutoff)
+            upto = await self._guard(self.db.read(bound), "prune")
+            prune = partial(schema.prune_seen, sub_key=key, upto=upto, chunk=_PRUNE_CHUNK)
+            done = False
+            while not done:
+                n, done = await self._guard(self.db.write(prune), "prune")
+                total += n
+        if total:
+            INBOX_SEEN_PRUNED.inc(total)
+        return total
+
+    async def maintain(self) -> None:
+        """One maintenance pass (what the background task runs every interval)."""
+        await self.prune_seen()
+        await self._guard(self.db.write(self._checkpoint), "checkpoint")
+        backlog = await self.refresh_gauges()
+        if not any(n for n, _ in backlog.values()):
+            free = await self._guard(self.db.read(
+                lambda c: int(c.execute("PRAGMA freelist_count").fetchone()[0])
+            ), "read")
+            if free >= _RECLAIM_MIN_PAGES:
+                await self._guard(self.db.reclaim(), "reclaim")
+
+    async def _maintenance(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.maintain()
+            except (InboxError, StorageFullError) as exc:
+                log.warning("inbox maintenance failed: %s", exc)
+            except Exception:  # a bug must not end the loop silently (logged with traceback)
+                log.exception("inbox maintenance failed")
+
+    async def _guard(self, work: Awaitable[T], what: str) -> T:
+        try:
+            return await work
+        except DBError as exc:
+            raise InboxError(f"inbox: {what} failed: {exc}") from exc
+
+
+def _row(r: tuple[Any, ...]) -> InboxRow:
+    (seq, sub_key, topic, data, metadata, event_id, size, arrived, ttl_boot, ttl_deadline,
+     attempts, next_boot, next_mono, first, last_error) = r
+    try:
+        meta = json.loads(metadata)
+    except ValueError:
+        meta = {}
+    return InboxRow(
+        seq, sub_key, topic, bytes(data),
+        {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {},
+        event_id, size, arrived, ttl_boot, ttl_deadline, attempts, next_boot, next_mono, first,
+        last_error,
+    )
