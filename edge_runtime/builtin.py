@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edge_runtime.pubsub import memory as pubsub_memory
-from edge_runtime.registry import Registry
+from edge_runtime.registry import LazyFactory, Registry
 from edge_runtime.secretstores import env as secret_env
 from edge_runtime.secretstores import file as secret_file
 from edge_runtime.state import memory as state_memory
@@ -16,6 +16,7 @@ def builtin_registry() -> Registry:
     r.register("state.sqlite", state_sqlite.create)
     r.register("state.in-memory", state_memory.create)
     r.register("pubsub.in-memory", pubsub_memory.create)
+    r.register("pubsub.mqtt", LazyFactory("edge_runtime.pubsub.mqtt"), aliases=("pubsub.mqtt3",))
     r.register("secretstores.local.env", secret_env.create)
     r.register("secretstores.local.file", secret_file.create)
     return r

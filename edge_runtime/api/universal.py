@@ -95,6 +95,7 @@ class RuntimeView:
     app_ready: bool = False
     extended: dict[str, str] = field(default_factory=dict)
     data_loss: list[str] = field(default_factory=list)
+    subscriptions: Callable[[], list[dict[str, Any]]] | None = None
 
 
 class Universal:
@@ -341,6 +342,11 @@ class Universal:
             "extended": extended,
             "actorRuntime": {"runtimeStatus": "DISABLED", "hostReady": False, "placement": ""},
         }
+        for name, comp in self.components.pubsubs.items():
+            extended[f"pubsub.{name}.connected"] = str(comp.pubsub.connected).lower()
+            extended[f"pubsub.{name}.outbox"] = str(comp.outbox.count)
+        if v.subscriptions is not None:
+            doc["subscriptions"] = v.subscriptions()
         conn: dict[str, Any] = {"protocol": v.app_protocol, "channelAddress": v.app_channel_address}
         if v.app_port is not None:
             conn["port"] = v.app_port

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from edge_runtime.config.manifest import ComponentManifest
@@ -49,6 +49,7 @@ class Builder:
         self.budget = budget
         self.outbox_db = outbox_db
         self.components = CompStore()
+        self.before_connect: Callable[[str, PubSub], Awaitable[None]] | None = None
         self.relays: list[Relay] = []
 
     def _context(self, manifest: ComponentManifest) -> ComponentContext:
@@ -116,6 +117,9 @@ class Builder:
         ctx = self._context(manifest)
         instance = registration.factory(ctx)
         relay = await self._with_outbox(ctx, instance) if manifest.block == "pubsub" else None
+        if relay is not None and self.before_connect is not None:
+            # Handlers exist before CONNECT, so a persistent session's queue is not lost.
+            await self.before_connect(manifest.name, instance)
         await asyncio.wait_for(instance.init(), manifest.init_timeout_s)
         features = tuple(sorted(str(f) for f in getattr(instance, "features", ())))
         loaded = Loaded(manifest, instance, features)

@@ -33,6 +33,7 @@ from edge_runtime.outbox.store import open_database
 from edge_runtime.registry import Registry
 from edge_runtime.runtime.app_process import AppProcess, app_env, wait_for_port
 from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
+from edge_runtime.runtime.subscribing import SubscribeError, Subscriptions
 from edge_runtime.support import systemd
 from edge_runtime.support.disk import DiskBudget
 from edge_runtime.support.sqlitedb import Database
@@ -72,6 +73,7 @@ class Runtime:
         self.ready = asyncio.Event()
         self.publisher: Publisher | None = None
         self._outbox_db: Database | None = None
+        self.subscriptions: Subscriptions | None = None
         self.builder: Builder | None = None
 
     # ----------------------------------------------------------------- public
@@ -105,6 +107,9 @@ class Runtime:
     # ----------------------------------------------------------------- start
     async def _start(self) -> None:
         s = self.settings
+        if self._handle_signals:
+            # Before READY: a SIGTERM right after readiness must stop us gracefully.
+            self._install_signals()
         try:
             s.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -124,7 +129,15 @@ class Runtime:
         except ComponentError as exc:
             raise StartError(f"cannot open the outbox: {exc}") from None
         self.builder = Builder(s, self.registry, budget, self._outbox_db)
+        self.subscriptions = Subscriptions(s, self.builder.components, resources.others, budget)
+        try:
+            await self.subscriptions.open()
+        except (SubscribeError, ComponentError) as exc:
+            raise StartError(str(exc)) from None
+        self.builder.before_connect = self.subscriptions.subscribe_component
+        self.view.subscriptions = self.subscriptions.describe
         components = await self.builder.build_all(resources.components)
+        await self.subscriptions.start()
         for relay in self.builder.relays:
             relay.start()
         self.view.data_loss = data_loss_notes(components) + [
@@ -136,8 +149,6 @@ class Runtime:
         await self._open_ports()
         self._write_runtime_json()
         systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {self.view.ports['http']}")
-        if self._handle_signals:
-            self._install_signals()
         await self._start_app()
 
     async def _open_ports(self) -> None:
@@ -219,6 +230,8 @@ class Runtime:
         assert s.app_port is not None
         log.info("waiting for the app on %s:%d", s.app_channel_address, s.app_port)
         await wait_for_port(s.app_channel_address, s.app_port)
+        if self.subscriptions is not None:
+            await self.subscriptions.app_is_ready()
         self.view.app_ready = True
         log.info("the app is listening on %s:%d", s.app_channel_address, s.app_port)
 
@@ -254,7 +267,12 @@ class Runtime:
         if self.builder is not None:
             for relay in self.builder.relays:
                 await relay.stop()
-            await self.builder.close_all()
+        if self.subscriptions is not None:
+            await self.subscriptions.stop_delivery()
+        if self.builder is not None:
+            await self.builder.close_all()  # brokers disconnect: no more inbox writes
+        if self.subscriptions is not None:
+            await self.subscriptions.close()
         if self._outbox_db is not None:
             await self._outbox_db.close()
         with contextlib.suppress(OSError):

@@ -1,0 +1,182 @@
+"""The subscribe path: broker → inbox (durable, then ack) → deliverer → app.
+
+Subscriptions come from ``Subscription`` YAML (declarative) and from the app's
+``/dapr/subscribe`` (programmatic). The programmatic list is saved in the data dir, so at the
+next start the sidecar subscribes from boot, before the app is up, and nothing the broker holds
+for us is lost while the app starts (DESIGN.md §5). When the app answers, the saved list is
+replaced and the broker subscriptions follow. Only delivery waits for the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from edge_runtime.appchannel.http import HttpAppChannel
+from edge_runtime.config.manifest import RawResource
+from edge_runtime.config.settings import Settings
+from edge_runtime.inbox.appdelivery import AppDelivery, peek_envelope
+from edge_runtime.inbox.deliver import Deliverer
+from edge_runtime.inbox.resiliency import inbound_retry
+from edge_runtime.inbox.store import Inbox, InboxRow
+from edge_runtime.outbox.store import Item
+from edge_runtime.pubsub import Handler, PubSub, Received
+from edge_runtime.runtime.compstore import CompStore
+from edge_runtime.subscriptions import (
+    FILE_NAME,
+    Subscription,
+    combine,
+    from_app_json,
+    from_resources,
+    load,
+    save,
+)
+from edge_runtime.support.disk import DiskBudget
+
+log = logging.getLogger("edge_runtime.subscriptions")
+
+
+class SubscribeError(Exception):
+    """Subscription resources have problems; the message lists them with file:line."""
+
+
+class Subscriptions:
+    """Owns the inbox, the deliverer and the subscription lists of one sidecar."""
+
+    def __init__(
+        self, settings: Settings, components: CompStore, others: Sequence[RawResource],
+        budget: DiskBudget | None,
+    ) -> None:
+        self.settings = settings
+        self.components = components
+        self.others = others
+        self.inbox = Inbox(settings.data_dir, durability=settings.durability,
+                           commit_window_ms=settings.commit_window_ms, disk_budget=budget)
+        self.app_ready = asyncio.Event()
+        self.declarative: list[Subscription] = []
+        self.active: list[Subscription] = []
+        self.channel: HttpAppChannel | None = None
+        self.deliverer: Deliverer | None = None
+        self._subscribed: dict[tuple[str, str], Subscription] = {}
+
+    async def open(self) -> None:
+        """Open the inbox and read the declarative and saved lists.
+
+        Raises :class:`SubscribeError` for problems in ``Subscription``/``Resiliency`` YAML.
+        """
+        declarative, problems = from_resources(self.others, self.settings.app_id)
+        retry, retry_problems = inbound_retry(self.others, self.settings.app_id)
+        problems += retry_problems
+        if problems:
+            raise SubscribeError("; ".join(str(p) for p in problems))
+        self.declarative = declarative
+        saved = load(self.settings.data_dir / FILE_NAME)
+        self.active, notes = combine(declarative, saved)
+        for note in notes:
+            log.warning("%s", note)
+        await self.inbox.open()
+        s = self.settings
+        if s.app_port is not None:
+            self.channel = HttpAppChannel(
+                s.app_channel_address, s.app_port, api_token=s.app_api_token, timeout_s=60.0,
+                app_id=s.app_id,
+            )
+            self.deliverer = Deliverer(
+                self.inbox, AppDelivery(self.channel), ready=self.app_ready,
+                dead_letter=self._dead_letter, retry=retry.for_pubsub,
+            )
+        if self.active:
+            log.info("subscribing from boot: %s",
+                     ", ".join(f"{x.pubsub_name}/{x.topic}" for x in self.active))
+
+    def handler(self, sub: Subscription) -> Handler:
+        """Commit a broker message to the inbox; only then may the broker get its ack."""
+
+        async def store(received: Received) -> None:
+            facts = peek_envelope(received.data, raw_payload=sub.raw_payload)
+            await self.inbox.add(sub.key, received, facts.event_id, expiration=facts.expiration)
+
+        return store
+
+    async def subscribe_component(self, name: str, pubsub: PubSub) -> None:
+        """Subscribe a pub/sub component to its topics; called before it connects."""
+        for sub in self.active:
+            if sub.pubsub_name == name:
+                await pubsub.subscribe(sub.topic, self.handler(sub), sub.metadata)
+                self._subscribed[(name, sub.topic)] = sub
+
+    async def start(self) -> None:
+        """Start the deliverer (it waits for the app)."""
+        if self.deliverer is not None:
+            await self.deliverer.start(self.active)
+
+    async def app_is_ready(self) -> None:
+        """Ask the app for its subscriptions, follow them, save them, start delivering."""
+        if self.channel is None:
+            return
+        try:
+            body = await self.channel.get_subscriptions()
+        except Exception as exc:  # noqa: BLE001 - keep the saved list rather than lose it
+            log.warning("GET /dapr/subscribe failed (%s); keeping the saved subscriptions", exc)
+        else:
+            programmatic, notes = from_app_json(body) if body is not None else ([], [])
+            for note in notes:
+                log.warning("/dapr/subscribe: %s", note)
+            save(self.settings.data_dir / FILE_NAME, programmatic)
+            merged, notes = combine(self.declarative, programmatic)
+            for note in notes:
+                log.warning("%s", note)
+            await self._follow(merged)
+        self.app_ready.set()
+
+    async def _follow(self, subs: list[Subscription]) -> None:
+        wanted = {(s.pubsub_name, s.topic): s for s in subs}
+        for key in [k for k in self._subscribed if k not in wanted]:
+            comp = self.components.pubsubs.get(key[0])
+            if comp is not None:
+                await comp.pubsub.unsubscribe(key[1])
+            del self._subscribed[key]
+        for key, sub in wanted.items():
+            comp = self.components.pubsubs.get(key[0])
+            if comp is None:
+                log.warning("subscription to %s/%s: no pubsub named %s is loaded", *key, key[0])
+                continue
+            if self._subscribed.get(key) != sub:
+                await comp.pubsub.subscribe(sub.topic, self.handler(sub), sub.metadata)
+                self._subscribed[key] = sub
+        self.active = subs
+        if self.deliverer is not None:
+            await self.deliverer.update(subs)
+        log.info("subscriptions: %s",
+                 ", ".join(f"{s.pubsub_name}/{s.topic}" for s in subs) or "none")
+
+    async def _dead_letter(self, sub: Subscription, row: InboxRow) -> None:
+        """Send the original bytes to the dead-letter topic, through the durable outbox."""
+        comp = self.components.pubsubs.get(sub.pubsub_name)
+        if comp is None or not sub.dead_letter_topic:
+            raise LookupError(f"pubsub {sub.pubsub_name} is not loaded or has no dead-letter topic")
+        await comp.outbox.append([Item(sub.dead_letter_topic, row.data, {})])
+
+    async def stop_delivery(self) -> None:
+        """Stop the deliverer (in-flight deliveries get a few seconds to finish)."""
+        if self.deliverer is not None:
+            await self.deliverer.stop()
+
+    async def close(self) -> None:
+        """Close the inbox and the app channel (after :meth:`stop_delivery`)."""
+        await self.inbox.close()
+        if self.channel is not None:
+            await self.channel.close()
+
+    def describe(self) -> list[dict[str, object]]:
+        """The subscriptions for ``/v1.0/metadata``."""
+        return [
+            {
+                "pubsubname": s.pubsub_name, "topic": s.topic, "metadata": dict(s.metadata),
+                "rules": [{"match": r.match.source, "path": r.path} for r in s.rules]
+                + ([{"match": "", "path": s.default_path}] if s.default_path else []),
+                "deadLetterTopic": s.dead_letter_topic, "type": str(s.type),
+            }
+            for s in self.active
+        ]
