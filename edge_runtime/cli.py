@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--app-id", default=None, help="check scopes as this app")
     o = sub.add_parser("outbox", help="show the messages waiting in the outbox, per relay")
     o.add_argument("--data-dir", type=Path, default=None)
+    from edge_runtime.inbox import deadletters
+
+    d = sub.add_parser("deadletters", help="list or replay the local dead letters")
+    deadletters.add_arguments(d)
     return parser
 
 
@@ -187,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "outbox":
         return _outbox(args)
+    if args.command == "deadletters":
+        from edge_runtime.inbox import deadletters
+
+        return deadletters.run(args)
     return _validate(args)
 
 
