@@ -123,18 +123,26 @@ def main() -> None:
         base = sqlite_baseline(work, args.seconds / 2)
     commits = _metric(text, 'edge_runtime_db_commits_total{db="state.statestore"}')
     ops = _metric(text, 'edge_runtime_db_operations_total{db="state.statestore"}')
-    print(f"state bench: wrk -t2 -c{args.connections} -d{args.seconds}s, "
-          f"durability={args.durability}, {os.cpu_count()} cores shared by wrk and the sidecar")
+    print(
+        f"state bench: wrk -t2 -c{args.connections} -d{args.seconds}s, "
+        f"durability={args.durability}, {os.cpu_count()} cores shared by wrk and the sidecar"
+    )
     for name, r in (("HTTP save", save), ("HTTP get ", get)):
-        print(f"  {name} : {r['rps']:9.0f} ops/s  p50 {r['p50_ms']:.2f} ms  "
-              f"p99 {r['p99_ms']:.2f} ms  non-2xx {r['errors']:.0f}")
+        print(
+            f"  {name} : {r['rps']:9.0f} ops/s  p50 {r['p50_ms']:.2f} ms  "
+            f"p99 {r['p99_ms']:.2f} ms  non-2xx {r['errors']:.0f}"
+        )
     if commits:
-        print(f"  group commit: {ops:.0f} writes in {commits:.0f} commits "
-              f"= {ops / commits:.1f} writes per fsync")
+        print(
+            f"  group commit: {ops:.0f} writes in {commits:.0f} commits "
+            f"= {ops / commits:.1f} writes per fsync"
+        )
     print(f"  baseline sqlite3 direct, one row per commit (FULL): {base['writes']:9.0f} writes/s")
     print(f"  baseline sqlite3 direct, point reads              : {base['reads']:9.0f} reads/s")
-    print(f"  ratio save/baseline-writes {save['rps'] / base['writes']:.2f}   "
-          f"get/baseline-reads {get['rps'] / base['reads']:.3f}")
+    print(
+        f"  ratio save/baseline-writes {save['rps'] / base['writes']:.2f}   "
+        f"get/baseline-reads {get['rps'] / base['reads']:.3f}"
+    )
 
 
 def _metric(text: str, name: str) -> float:

@@ -216,7 +216,7 @@ async def test_publishes_survive_a_restart(start_sidecar: StartSidecar, tmp_path
     second: Sidecar = await start_sidecar(PUBSUB, data_dir=data)
     box = second.runtime.builder.components.pubsubs["mem"].outbox  # type: ignore[union-attr]
     deadline = asyncio.get_running_loop().time() + 10
-    while box.count and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 - polls a plain int
+    while box.count and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.02)
     assert box.count == 0  # delivered to the broker and deleted
 

@@ -1,0 +1,81 @@
+"""One future per outstanding broker call, keyed by its MQTT message id.
+
+The waiter registers its future right after the library call returned the id, and removes it
+in a ``finally`` whatever happens. An ack that arrives *during* the library call (before the id
+is known to the waiter; paho may fire ``on_publish`` from inside ``publish()``) is kept by
+:meth:`AckWaiters.resolve` and handed to the waiter when it registers. A connection loss fails
+every waiting future at once (:meth:`AckWaiters.fail_all`), so no wait outlives the connection,
+and each wait is bounded by ``timeout``.
+
+Concurrency: event-loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from edge_runtime.pubsub import NotConnectedError, PublishError
+
+__all__ = ["AckWaiters"]
+
+
+class AckWaiters:
+    """The table of outstanding calls; see the module docstring."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._early: dict[int, Any] | None = None  # acks seen during the current call
+        self._kept: dict[int, Any] = {}  # acks seen during the last call, for its waiter
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        """Wrap the library call that sends a packet: acks it fires are kept for the waiter."""
+        self._early = {}
+        try:
+            yield
+        finally:
+            self._kept, self._early = self._early or {}, None
+
+    def resolve(self, mid: int, value: Any) -> None:
+        """The broker acknowledged ``mid`` with ``value``; unknown ids are ignored."""
+        fut = self._pending.get(mid)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(value)
+        elif self._early is not None:
+            self._early[mid] = value
+
+    async def wait(self, mid: int, what: str) -> Any:
+        """The ack value for ``mid``.
+
+        Raises :class:`NotConnectedError` when the connection is lost first and
+        :class:`PublishError` after ``timeout`` seconds (``what`` names the ack) or when ``mid``
+        is already waited for (more outstanding calls than message ids).
+        """
+        if mid in self._pending:
+            raise PublishError(f"message id {mid} is still in use: too many outstanding calls")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[mid] = fut
+        if mid in self._kept:
+            fut.set_result(self._kept.pop(mid))
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await fut
+        except TimeoutError:
+            raise PublishError(f"no {what} from the broker in {self.timeout:g}s") from None
+        finally:
+            del self._pending[mid]
+
+    def fail_all(self, message: str) -> None:
+        """Fail every waiting call with :class:`NotConnectedError` (the connection is gone)."""
+        self._kept = {}
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(NotConnectedError(message))

@@ -1,0 +1,242 @@
+"""``pubsub.mqtt`` (Dapr's ``pubsub.mqtt3``): the component, over :class:`MqttClient`.
+
+It routes incoming messages to handlers and acknowledges them only after the handler returned.
+Differences from Dapr's mqtt3 (contract §8.2), on purpose:
+
+* ``init()`` starts connecting in the background and returns at once; health never depends on
+  the broker. Subscriptions may be made before ``init()``: they are in place at the first
+  CONNACK, so a persistent session's queued messages find their handler (Dapr #3992, #4074).
+* With ``consumerGroup`` (MQTT 5) every subscription becomes ``$share/<group>/<filter>``.
+* :meth:`MqttPubSub.reconnect` lets the runtime get unacknowledged messages redelivered without
+  waiting for a network failure (MQTT 3.1.1 brokers resend only on reconnect: Dapr #2329).
+
+Routing: a message goes to one subscription, the one whose filter equals its topic, else the
+first subscribed whose filter matches it (as Dapr's mqtt3). Each message is handled in its own
+task, so handlers run concurrently and without ordering (as Dapr's ``OrderMatters=false``).
+A handler that raises leaves the message unacknowledged (logged, counted); a message no
+subscription matches is left unacknowledged too (logged at debug, counted): both come back
+when the client reconnects with a persistent session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from edge_runtime.config.metadata import declare_metadata, parse_bool
+from edge_runtime.observability import metrics as M
+from edge_runtime.pubsub import (
+    Feature,
+    Handler,
+    Message,
+    PublishError,
+    PubSubError,
+    Received,
+)
+from edge_runtime.pubsub.mqtt import topics
+from edge_runtime.pubsub.mqtt.client import MqttClient
+from edge_runtime.pubsub.mqtt.metadata import MqttMetadata, MqttSettings, parse
+from edge_runtime.pubsub.mqtt.model import ClientOptions, Incoming
+from edge_runtime.registry import ComponentContext
+
+__all__ = ["MqttPubSub", "create"]
+
+log = logging.getLogger(__name__)
+
+_DRAIN_S = 5.0  # how long close() lets running handlers finish before cancelling them
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    topic: str  # as passed to subscribe(): what Received.subscription reports
+    mqtt_filter: str  # what is subscribed at the broker ($share/<group>/... with a group)
+    handler: Handler
+    unsubscribe_on_close: bool
+
+
+class MqttPubSub:
+    """An MQTT pub/sub component implementing :class:`edge_runtime.pubsub.PubSub`.
+
+    The client id is ``consumerID`` (default: the app id). Coroutine-safe on one loop.
+    """
+
+    def __init__(self, name: str, settings: MqttSettings) -> None:
+        self.name = name
+        self.settings = settings
+        md = settings.metadata
+        self.client = MqttClient(
+            ClientOptions(
+                host=settings.host, port=settings.port, client_id=settings.client_id,
+                name=name, mqtt5=settings.mqtt5, clean_session=md.clean_session,
+                keepalive=md.keep_alive, username=settings.username,
+                password=settings.password, tls=settings.tls,
+                connect_timeout=md.connect_timeout, ack_timeout=md.publish_timeout,
+                reconnect_min=md.reconnect_min, reconnect_max=md.reconnect_max,
+                inflight=md.inflight,
+            ),
+            self._route,
+        )
+        self._subs: dict[str, _Subscription] = {}
+        self._handling: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+
+    @property
+    def features(self) -> frozenset[Feature]:
+        """``SUBSCRIBE_WILDCARDS`` (as Dapr's mqtt3)."""
+        return frozenset({Feature.SUBSCRIBE_WILDCARDS})
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker accepted our connection and it is up now."""
+        return self.client.connected
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected, and the broker confirmed every subscription made so far."""
+        return self.client.subscribed
+
+    async def init(self) -> None:
+        """Start connecting in the background; returns at once (never waits for the broker)."""
+        if self._closed:
+            raise PubSubError(f"pubsub {self.name!r} is closed")
+        self.client.start()
+
+    async def close(self) -> None:
+        """Unsubscribe what asked for it (``unsubscribeOnClose``), let running handlers finish
+        (up to 5 s; the rest are cancelled and their messages stay unacknowledged), disconnect
+        and stop every task. Idempotent: every call returns once the first one finished."""
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.create_task(self._close(), name=f"mqtt[{self.name}] close")
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        if self.client.connected:
+            for sub in list(self._subs.values()):
+                if sub.unsubscribe_on_close:
+                    with contextlib.suppress(PubSubError):
+                        await self.client.unsubscribe(sub.mqtt_filter)
+        if self._handling:
+            _, running = await asyncio.wait(set(self._handling), timeout=_DRAIN_S)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        await self.client.close()
+
+    async def wait_connected(self) -> None:
+        """Return once connected; raises ``NotConnectedError`` if closed meanwhile."""
+        await self.client.wait_connected()
+
+    async def reconnect(self) -> None:
+        """Drop the connection and reconnect now: the broker then redelivers every message we
+        did not acknowledge (a handler failed). No-op when disconnected."""
+        await self.client.reconnect()
+
+    async def publish(self, message: Message) -> None:
+        """See :meth:`edge_runtime.pubsub.PubSub.publish`. QoS is the component's ``qos``;
+        ``retain`` in ``message.metadata`` overrides the component's ``retain``.
+
+        Raises :class:`PublishError` for a topic with wildcards or a bad ``retain`` value.
+        """
+        try:
+            topics.validate_topic(message.topic)
+        except ValueError as exc:
+            raise PublishError(str(exc)) from None
+        retain = self.settings.metadata.retain
+        raw = next((v for k, v in message.metadata.items() if k.lower() == "retain"), None)
+        if raw is not None:
+            try:
+                retain = parse_bool(raw)
+            except ValueError:
+                raise PublishError(f"metadata retain must be true or false, got {raw!r}") \
+                    from None
+        await self.client.publish(
+            message.topic, message.data, qos=self.settings.metadata.qos, retain=retain
+        )
+
+    async def subscribe(
+        self, topic: str, handler: Handler, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        """See :meth:`edge_runtime.pubsub.PubSub.subscribe`. May be called before
+        :meth:`init`. Subscribing a topic again replaces its handler.
+
+        ``metadata`` may hold Dapr's ``unsubscribeOnClose: true``. Raises
+        :class:`PubSubError` for an invalid filter or when the broker refuses it.
+        """
+        try:
+            topics.validate_filter(topic)
+            group = self.settings.metadata.consumer_group
+            mqtt_filter = topics.shared(group, topic) if group else topic
+            topics.validate_filter(mqtt_filter)
+        except ValueError as exc:
+            raise PubSubError(f"cannot subscribe to {topic!r}: {exc}") from None
+        md = {k.lower(): v for k, v in (metadata or {}).items()}
+        try:
+            on_close = parse_bool(md.get("unsubscribeonclose", "false"))
+        except ValueError:
+            raise PubSubError(
+                f"subscription metadata unsubscribeOnClose must be true or false,"
+                f" got {md['unsubscribeonclose']!r}"
+            ) from None
+        self._subs[topic] = _Subscription(topic, mqtt_filter, handler, on_close)
+        try:
+            await self.client.subscribe(mqtt_filter, self.settings.metadata.qos)
+        except PubSubError:
+            self._subs.pop(topic, None)
+            raise
+
+    async def unsubscribe(self, topic: str) -> None:
+        """See :meth:`edge_runtime.pubsub.PubSub.unsubscribe`; unknown topics are ignored."""
+        sub = self._subs.pop(topic, None)
+        if sub is not None:
+            await self.client.unsubscribe(sub.mqtt_filter)
+
+    def _find(self, topic: str) -> _Subscription | None:
+        exact = next(
+            (s for s in self._subs.values() if topics.split_shared(s.mqtt_filter)[1] == topic),
+            None,
+        )
+        if exact is not None:
+            return exact
+        return next((s for s in self._subs.values() if topics.matches(s.mqtt_filter, topic)),
+                    None)
+
+    def _route(self, message: Incoming) -> None:
+        """Called by the client for every incoming message (synchronously, on the loop)."""
+        if self._closed:
+            return  # closing: not handled, not acknowledged; the broker keeps it for later
+        sub = self._find(message.topic)
+        if sub is None:
+            M.MQTT_MESSAGES_UNROUTED.labels(self.name).inc()
+            log.debug("pubsub %s: no subscription matches %r; not acknowledged (redelivered"
+                      " after a reconnect)", self.name, message.topic)
+            return
+        task = asyncio.create_task(self._handle(sub, message),
+                                   name=f"mqtt[{self.name}] handle {message.topic}")
+        self._handling.add(task)
+        task.add_done_callback(self._handling.discard)
+
+    async def _handle(self, sub: _Subscription, message: Incoming) -> None:
+        received = Received(
+            topic=message.topic, data=message.payload, subscription=sub.topic,
+            metadata={"retained": "true" if message.retain else "false"},
+        )
+        try:
+            await sub.handler(received)
+        except Exception:
+            M.MQTT_HANDLER_FAILURES.labels(self.name).inc()
+            log.warning("pubsub %s: the handler of %r failed on a message on %r; not"
+                        " acknowledged (redelivered after a reconnect)", self.name, sub.topic,
+                        message.topic, exc_info=True)
+            return
+        self.client.ack(message)
+
+
+@declare_metadata(MqttMetadata)
+def create(ctx: ComponentContext) -> MqttPubSub:
+    """The ``pubsub.mqtt`` factory; raises ``MetadataError`` (``file:line``) on bad metadata."""
+    return MqttPubSub(ctx.manifest.name, parse(ctx))

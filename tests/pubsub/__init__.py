@@ -1,0 +1,1 @@
+"""Tests of the pub/sub building block (MQTT against private mosquitto brokers)."""
