@@ -92,3 +92,73 @@ async def test_end_to_end_delivery(start_sidecar: StartSidecar, tmp_path: Path) 
         # The programmatic list is saved for the next start (subscribe from boot).
         saved = json.loads((s.data_dir / "subscriptions.json").read_text())
         assert saved
+
+
+DECLARATIVE = (
+    PUBSUB
+    + """
+---
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata: {name: bad-sub}
+spec:
+  pubsubname: mem
+  topic: jobs/+
+  routes:
+    default: /bad
+  deadLetterTopic: dead
+---
+apiVersion: dapr.io/v1alpha1
+kind: Subscription
+metadata: {name: dead-sub}
+spec:
+  pubsubname: mem
+  topic: dead
+  route: /dead
+---
+apiVersion: dapr.io/v1alpha1
+kind: Subscription
+metadata: {name: not-mine}
+spec: {pubsubname: mem, topic: other, route: /other}
+scopes: [another-app]
+---
+apiVersion: dapr.io/v1alpha1
+kind: Resiliency
+metadata: {name: fast}
+spec:
+  policies:
+    retries:
+      quick: {policy: constant, duration: 10ms, maxRetries: 2}
+  targets:
+    components:
+      mem: {inbound: {retry: quick}}
+"""
+)
+
+
+async def test_declarative_subscription_retries_then_dead_letter(
+    start_sidecar: StartSidecar,
+) -> None:
+    """The app fails an event 3 times (1 + 2 retries): it goes to the dead-letter topic."""
+    calls: list[str] = []
+
+    def respond(req: Request) -> Reply:
+        if req.path == "/dapr/subscribe":
+            return Reply(404)
+        calls.append(req.path)
+        return Reply(500 if req.path == "/bad" else 200, b"")
+
+    async with AppServer(respond) as server:
+        s: Sidecar = await start_sidecar(DECLARATIVE, app_port=server.port)
+        r = await s.client.post("/v1.0/publish/mem/jobs/7", json={"job": 7})
+        assert r.status_code == 204
+        for _ in range(500):
+            if "/dead" in calls:
+                break
+            await asyncio.sleep(0.02)
+        assert calls.count("/bad") == 3
+        assert "/dead" in calls
+        meta = (await s.client.get("/v1.0/metadata")).json()
+        subs = {x["topic"]: x for x in meta["subscriptions"]}
+        assert set(subs) == {"jobs/+", "dead"}
+        assert subs["jobs/+"]["type"] == "DECLARATIVE"
