@@ -1,0 +1,192 @@
+"""End-to-end latency publish → app at a fixed rate, against bare paho on the same broker.
+
+Path measured: HTTP publish to a publisher sidecar (fsync into its outbox) → relay → mosquitto
+→ subscriber sidecar (fsync into its inbox, then PUBACK) → HTTP POST to the app. The app and
+the publishing client run in this process, so one clock times both ends.
+Baseline in the same run: a bare paho publisher and a bare paho subscriber (QoS 1, no
+durability) on the same broker at the same rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+
+from tests.appchannel.appserver import AppServer, Reply, Request
+from tests.support.mosquitto import Mosquitto
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
+
+
+def baseline(port: int, rate: float, seconds: float) -> list[float]:
+    lat: list[float] = []
+    done = threading.Event()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lat-sub")
+    sub.on_message = lambda _c, _u, m: lat.append(time.perf_counter() - float(m.payload))
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("lat/base", qos=1)
+    sub.loop_start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lat-pub")
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    time.sleep(0.5)
+    n = int(rate * seconds)
+    start = time.perf_counter()
+    for i in range(n):
+        while time.perf_counter() < start + i / rate:
+            time.sleep(0.0005)
+        pub.publish("lat/base", str(time.perf_counter()).encode(), qos=1)
+    deadline = time.monotonic() + 10
+    while len(lat) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    pub.loop_stop()
+    sub.loop_stop()
+    return lat
+
+
+async def sidecars(
+    work: Path, broker: Mosquitto, app_port: int
+) -> list[asyncio.subprocess.Process]:
+    procs = []
+    for name, extra in (("sub", ["--app-port", str(app_port)]), ("pub", [])):
+        res = work / name / "components"
+        res.mkdir(parents=True)
+        (res / "mqtt.yaml").write_text(
+            textwrap.dedent(f"""
+            apiVersion: dapr.io/v1alpha1
+            kind: Component
+            metadata: {{name: mqtt}}
+            spec:
+              type: pubsub.mqtt
+              version: v1
+              metadata:
+              - {{name: url, value: "{broker.url}"}}
+              - {{name: consumerID, value: lat-{name}}}
+        """)
+        )
+        procs.append(
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "edge_runtime",
+                "run",
+                "--app-id",
+                name,
+                "--dapr-http-port",
+                "0",
+                "--metrics-port",
+                "0",
+                "--resources-path",
+                str(res),
+                "--data-dir",
+                str(work / name / "data"),
+                "--log-level",
+                "warn",
+                *extra,
+            )
+        )
+    return procs
+
+
+async def port_of(data: Path) -> int:
+    for _ in range(400):
+        try:
+            port: int = json.loads((data / "runtime.json").read_text())["ports"]["http"]
+        except (OSError, ValueError, KeyError):
+            await asyncio.sleep(0.05)
+        else:
+            return port
+    raise RuntimeError("sidecar did not start")
+
+
+async def through_sidecars(
+    work: Path, broker: Mosquitto, rate: float, seconds: float
+) -> list[float]:
+    lat: list[float] = []
+
+    def respond(req: Request) -> Reply:
+        if req.path == "/dapr/subscribe":
+            return Reply(200, b'[{"pubsubname":"mqtt","topic":"lat/side","route":"/ev"}]')
+        lat.append(time.perf_counter() - json.loads(req.body)["data"]["t"])
+        return Reply(200, b"")
+
+    async with AppServer(respond) as app:
+        procs = await sidecars(work, broker, app.port)
+        try:
+            sub_port = await port_of(work / "sub" / "data")
+            pub_port = await port_of(work / "pub" / "data")
+            limits = httpx.Limits(max_connections=16)
+            async with httpx.AsyncClient(timeout=60, limits=limits) as c:
+                for _ in range(400):
+                    r = await c.get(f"http://127.0.0.1:{sub_port}/v1.0/healthz")
+                    if r.status_code == 204:
+                        break
+                    await asyncio.sleep(0.05)
+                url = f"http://127.0.0.1:{pub_port}/v1.0/publish/mqtt/lat/side"
+                n = int(rate * seconds)
+                start = time.perf_counter()
+                pending = set()
+                for i in range(n):
+                    delay = start + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    body = {"t": time.perf_counter()}
+                    pending.add(asyncio.create_task(c.post(url, json=body)))
+                    pending = {t for t in pending if not t.done()}
+                await asyncio.gather(*pending)
+                deadline = time.monotonic() + 15
+                while len(lat) < n and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a list
+                    await asyncio.sleep(0.05)
+        finally:
+            for p in procs:
+                p.terminate()
+                await p.wait()
+    return lat
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "broker")
+        broker.start()
+        try:
+            base = baseline(broker.port, args.rate, args.seconds)
+            side = asyncio.run(through_sidecars(work, broker, args.rate, args.seconds))
+        finally:
+            broker.stop()
+    n = int(args.rate * args.seconds)
+    print(f"latency bench: {args.rate:.0f} msg/s for {args.seconds:.0f}s, mosquitto on loopback")
+    print(
+        f"  bare paho pub -> sub (QoS 1, no durability): {len(base)}/{n} arrived, "
+        f"p50 {pct(base, 0.5):.2f} ms  p99 {pct(base, 0.99):.2f} ms"
+    )
+    print(
+        f"  HTTP -> sidecar -> broker -> sidecar -> app : {len(side)}/{n} arrived, "
+        f"p50 {pct(side, 0.5):.2f} ms  p99 {pct(side, 0.99):.2f} ms  "
+        f"(mean {statistics.mean(side) * 1000:.2f} ms)"
+    )
+    p50, p99 = pct(side, 0.5) / pct(base, 0.5), pct(side, 0.99) / pct(base, 0.99)
+    print(f"  ratio p50 {p50:.1f}x  p99 {p99:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
