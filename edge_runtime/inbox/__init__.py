@@ -8,14 +8,16 @@ with retries, dead-lettered rather than lost (DESIGN.md §5 "Outbox, inbox, deli
 * :mod:`~edge_runtime.inbox.retry` and :mod:`~edge_runtime.inbox.resiliency`: retry
   schedules, from the ``Resiliency`` resources' inbound policies;
 * :mod:`~edge_runtime.inbox.appdelivery`: the glue to an HTTP app channel;
+* :mod:`~edge_runtime.inbox.bulk`: bulk subscribe delivery to an HTTP app (one POST a batch);
 * :mod:`~edge_runtime.inbox.deadletters`: the ``edge-runtime deadletters`` command.
 
-The delivery loop does not depend on HTTP or gRPC: only ``appdelivery`` does.
+The delivery loop does not depend on HTTP or gRPC: only ``appdelivery`` and ``bulk`` do.
 """
 
 from edge_runtime.inbox.deliver import (
     DeadLetter,
     Deliver,
+    DeliverBulk,
     Deliverer,
     DropEventError,
     PoisonEventError,
@@ -29,6 +31,7 @@ __all__ = [
     "DEFAULT_RETRY",
     "DeadLetter",
     "Deliver",
+    "DeliverBulk",
     "Deliverer",
     "DropEventError",
     "InboundRetry",

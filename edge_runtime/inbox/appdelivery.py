@@ -30,7 +30,14 @@ from edge_runtime.inbox.deliver import DropEventError, PoisonEventError
 from edge_runtime.inbox.store import InboxRow
 from edge_runtime.subscriptions.model import Subscription, route_for
 
-__all__ = ["AppDelivery", "EnvelopeFacts", "peek_envelope", "raw_envelope"]
+__all__ = [
+    "AppDelivery",
+    "EnvelopeFacts",
+    "event_of",
+    "peek_envelope",
+    "raw_envelope",
+    "route_or_drop",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,31 @@ def raw_envelope(sub: Subscription, row: InboxRow) -> dict[str, Any]:
     return event
 
 
+def event_of(sub: Subscription, row: InboxRow) -> tuple[bytes, dict[str, Any]]:
+    """The bytes to post and the envelope routing sees: the original bytes and their JSON, or
+    the raw-payload wrapper. Raises :class:`PoisonEventError` when the bytes are not a
+    CloudEvent JSON object."""
+    if sub.raw_payload:
+        envelope = raw_envelope(sub, row)
+        return json.dumps(envelope, separators=(",", ":")).encode(), envelope
+    try:
+        envelope = json.loads(row.data)
+    except (ValueError, RecursionError) as exc:
+        raise PoisonEventError(f"the event is not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise PoisonEventError("the event is not a CloudEvent JSON object")
+    return row.data, envelope
+
+
+def route_or_drop(sub: Subscription, envelope: Mapping[str, Any]) -> str:
+    """:func:`route_for`, raising :class:`DropEventError` (``unrouted``) for no route."""
+    path = route_for(sub, envelope)
+    if path is None:
+        raise DropEventError("no routing rule matched and there is no default route",
+                             "unrouted")
+    return path
+
+
 def _meta(metadata: Mapping[str, str], key: str) -> str | None:
     return next((v for k, v in metadata.items() if k.lower() == key), None)
 
@@ -118,21 +150,8 @@ class AppDelivery:
         self.channel = channel
 
     async def __call__(self, sub: Subscription, row: InboxRow) -> Outcome:
-        if sub.raw_payload:
-            envelope = raw_envelope(sub, row)
-            body = json.dumps(envelope, separators=(",", ":")).encode()
-        else:
-            body = row.data
-            try:
-                envelope = json.loads(body)
-            except (ValueError, RecursionError) as exc:
-                raise PoisonEventError(f"the event is not JSON: {exc}") from None
-            if not isinstance(envelope, dict):
-                raise PoisonEventError("the event is not a CloudEvent JSON object")
-        path = route_for(sub, envelope)
-        if path is None:
-            raise DropEventError("no routing rule matched and there is no default route",
-                                 "unrouted")
+        body, envelope = event_of(sub, row)
+        path = route_or_drop(sub, envelope)
         headers = event_headers(row.metadata, sub.pubsub_name)
         for key in ("traceparent", "tracestate"):
             value = envelope.get(key)

@@ -23,6 +23,13 @@ Outcomes:
 * An expired row (its ``expiration`` passed) is not delivered: counted, logged, dead-lettered
   to the topic when there is one, deleted.
 
+Bulk subscriptions (``sub.bulk.enabled``, contract §3.3), when the runtime passes a
+:data:`DeliverBulk` callable: the worker takes the leading due rows, up to
+``bulk.max_messages``, waiting at most ``bulk.max_await_ms`` from the first for the batch to
+fill, and hands them to that callable in one call (one batch in flight per subscription; a row
+waiting for its retry holds the rows behind it, so order is kept as with ``concurrency`` 1).
+Each row then gets its own outcome, and follows exactly the single-event path above.
+
 Every drop and dead letter is counted (``edge_runtime_inbox_*``) and logged at WARNING.
 Failures of the inbox itself leave the row in place; it is tried again after a pause.
 """
@@ -32,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from edge_runtime.appchannel import AppChannelError, Outcome
@@ -51,6 +58,7 @@ from edge_runtime.subscriptions.model import Subscription
 __all__ = [
     "DeadLetter",
     "Deliver",
+    "DeliverBulk",
     "Deliverer",
     "DropEventError",
     "PoisonEventError",
@@ -62,6 +70,14 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[Subscription, InboxRow], Awaitable[Outcome]]
 """Deliver one row to the app and say what happened. Raising counts as RETRY (logged), except
 :class:`PoisonEventError`."""
+
+DeliverBulk = Callable[
+    [Subscription, Sequence[InboxRow]], Awaitable[Mapping[int, Outcome | Exception]]
+]
+"""Deliver a batch of rows of a bulk subscription; the result maps each row's ``seq`` to its
+outcome, or to the exception a :data:`Deliver` callable would have raised for it
+(:class:`PoisonEventError`, :class:`DropEventError`, ``AppChannelError`` ...). A row left out,
+or the callable raising, counts as RETRY."""
 
 DeadLetter = Callable[[Subscription, InboxRow], Awaitable[None]]
 """Publish the row's original bytes to ``sub.dead_letter_topic`` on ``sub.pubsub_name``
@@ -89,6 +105,7 @@ class _Worker:
     sub: Subscription
     task: asyncio.Task[None] | None = None
     inflight: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    batch_since: float | None = None  # loop time the pending bulk batch's first row was seen
 
 
 class Deliverer:
@@ -106,6 +123,7 @@ class Deliverer:
         *,
         ready: asyncio.Event,
         dead_letter: DeadLetter | None = None,
+        deliver_bulk: DeliverBulk | None = None,
         retry: RetryLookup | None = None,
         concurrency: int = 1,
         poll_interval_s: float = 5.0,
@@ -115,6 +133,7 @@ class Deliverer:
         self._deliver = deliver
         self._ready = ready
         self._dead_letter = dead_letter
+        self._bulk = deliver_bulk
         self._retry: RetryLookup = retry or (lambda _name: DEFAULT_RETRY)
         self._concurrency = max(1, concurrency)
         self._poll = poll_interval_s
@@ -158,7 +177,8 @@ class Deliverer:
         loops = [w.task for w in workers if w.task is not None]
         for task in loops:
             task.cancel()
-        inflight = [t for w in workers for t in w.inflight.values()]
+        # a batch's task is registered under each of its rows: once each here
+        inflight = list(dict.fromkeys(t for w in workers for t in w.inflight.values()))
         if inflight:
             _done, pending = await asyncio.wait(inflight, timeout=deadline_s)
             for task in pending:
@@ -178,69 +198,157 @@ class Deliverer:
             if not self._ready.is_set():
                 await self._ready.wait()
             wake.clear()
-            timeout = self._poll
-            free = self._concurrency - len(w.inflight)
-            if free > 0:
-                try:
-                    rows = await self.inbox.head(key, self._concurrency)
-                except InboxError as exc:
-                    log.warning("inbox: reading %s failed: %s", key, exc)
-                    rows, timeout = [], self._pause
-                for row in rows:
-                    if free == 0:
-                        break
-                    if row.seq in w.inflight:
-                        continue
-                    wait = self.inbox.due_in(row)
-                    if wait > 0:
-                        timeout = min(timeout, wait)
-                        continue
-                    w.inflight[row.seq] = asyncio.create_task(
-                        self._handle(w, row), name=f"inbox-deliver:{key}:{row.seq}"
-                    )
-                    free -= 1
+            try:
+                if self._bulk is not None and w.sub.bulk.enabled:
+                    timeout = await self._take_batch(w)
+                else:
+                    w.batch_since = None
+                    timeout = await self._take_rows(w)
+            except InboxError as exc:
+                log.warning("inbox: reading %s failed: %s", key, exc)
+                timeout = self._pause
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(timeout, 0.001)):
                     await wake.wait()
 
+    async def _take_rows(self, w: _Worker) -> float:
+        """Start delivering the due rows there is room for; the time until one may be due."""
+        key = w.sub.key
+        timeout = self._poll
+        free = self._concurrency - len(w.inflight)
+        if free <= 0:
+            return timeout
+        rows = await self.inbox.head(key, self._concurrency)
+        for row in rows:
+            if free == 0:
+                break
+            if row.seq in w.inflight:
+                continue
+            wait = self.inbox.due_in(row)
+            if wait > 0:
+                timeout = min(timeout, wait)
+                continue
+            w.inflight[row.seq] = asyncio.create_task(
+                self._handle(w, row), name=f"inbox-deliver:{key}:{row.seq}"
+            )
+            free -= 1
+        return timeout
+
+    async def _take_batch(self, w: _Worker) -> float:
+        """Start a bulk batch once it is full or has waited ``max_await_ms``; else how long
+        to wait. One batch is in flight at a time (its end wakes the loop)."""
+        if w.inflight:
+            return self._poll
+        bulk = w.sub.bulk
+        limit = max(1, bulk.max_messages)
+        rows = await self.inbox.head(w.sub.key, limit)
+        due: list[InboxRow] = []
+        blocked = self._poll
+        for row in rows:
+            wait = self.inbox.due_in(row)
+            if wait > 0:  # waiting for its retry: it holds the rows behind it
+                blocked = min(blocked, wait)
+                break
+            due.append(row)
+        if not due:
+            w.batch_since = None
+            return blocked
+        now = asyncio.get_running_loop().time()
+        if w.batch_since is None:
+            w.batch_since = now
+        left = w.batch_since + max(0, bulk.max_await_ms) / 1000 - now
+        if len(due) < limit and left > 0:  # room for more (or a row soon due), time to wait
+            return min(left, blocked)
+        w.batch_since = None
+        task = asyncio.create_task(
+            self._handle_batch(w, due), name=f"inbox-deliver:{w.sub.key}:bulk:{due[0].seq}"
+        )
+        for row in due:
+            w.inflight[row.seq] = task
+        return self._poll
+
     async def _handle(self, w: _Worker, row: InboxRow) -> None:
         try:
-            await self._process(w.sub, row)
+            await self._guarded(row, self._process(w.sub, row))
+        finally:
+            w.inflight.pop(row.seq, None)
+            self.inbox.waiter(row.sub_key).set()
+
+    async def _handle_batch(self, w: _Worker, rows: Sequence[InboxRow]) -> None:
+        sub = w.sub
+        try:
+            live = []
+            for row in rows:
+                if self.inbox.expired(row):
+                    await self._guarded(row, self._expire(sub, row))
+                else:
+                    live.append(row)
+            if not live:
+                return
+            assert self._bulk is not None
+            try:
+                results = await self._bulk(sub, live)
+            except Exception as exc:  # noqa: BLE001 - settled per row below: a RETRY, logged
+                results = dict.fromkeys((r.seq for r in live), exc)
+            for row in live:
+                result = results.get(row.seq)
+                if result is None:
+                    result = AppChannelError("the bulk delivery gave no outcome for it")
+                await self._guarded(row, self._settle(sub, row, result))
+        finally:
+            for row in rows:
+                w.inflight.pop(row.seq, None)
+            self.inbox.waiter(sub.key).set()
+
+    async def _guarded(self, row: InboxRow, work: Awaitable[None]) -> None:
+        """Run ``work`` for ``row``; a failure leaves the row in place, after a pause."""
+        try:
+            await work
         except (InboxError, StorageFullError) as exc:
             log.warning("inbox: event %d of %s stays for now: %s", row.seq, row.sub_key, exc)
             await asyncio.sleep(self._pause)
         except Exception:  # a bug must not stop delivery (logged with traceback); row stays
             log.exception("inbox: handling event %d of %s failed", row.seq, row.sub_key)
             await asyncio.sleep(self._pause)
-        finally:
-            w.inflight.pop(row.seq, None)
-            self.inbox.waiter(row.sub_key).set()
 
     async def _process(self, sub: Subscription, row: InboxRow) -> None:
-        key = sub.key
         if self.inbox.expired(row):
-            INBOX_EXPIRED.labels(subscription=key).inc()
-            log.warning("inbox: event %s of %s expired before delivery; dropped",
-                        _describe(row), key)
-            await self._drop(sub, row, "expired before delivery")
+            await self._expire(sub, row)
             return
-        error = "the app asked to retry"
         try:
-            outcome = await self._deliver(sub, row)
-        except PoisonEventError as exc:
+            result: Outcome | Exception = await self._deliver(sub, row)
+        except Exception as exc:  # noqa: BLE001 - every failure is settled (and logged) below
+            result = exc
+        await self._settle(sub, row, result)
+
+    async def _expire(self, sub: Subscription, row: InboxRow) -> None:
+        INBOX_EXPIRED.labels(subscription=sub.key).inc()
+        log.warning("inbox: event %s of %s expired before delivery; dropped",
+                    _describe(row), sub.key)
+        await self._drop(sub, row, "expired before delivery")
+
+    async def _settle(self, sub: Subscription, row: InboxRow, result: Outcome | Exception) -> None:
+        """Act on a delivery's outcome, or on the exception the delivery raised."""
+        key = sub.key
+        error = "the app asked to retry"
+        if isinstance(result, PoisonEventError):
             INBOX_DELIVERED.labels(subscription=key, outcome="poison").inc()
-            await self._give_up(sub, row, f"undeliverable: {exc}", row.attempts + 1, str(exc))
+            await self._give_up(sub, row, f"undeliverable: {result}", row.attempts + 1,
+                                str(result))
             return
-        except DropEventError as exc:
-            INBOX_DROPPED.labels(subscription=key, reason=exc.label).inc()
-            log.warning("inbox: event %s of %s dropped: %s", _describe(row), key, exc)
-            await self._drop(sub, row, str(exc))
+        if isinstance(result, DropEventError):
+            INBOX_DROPPED.labels(subscription=key, reason=result.label).inc()
+            log.warning("inbox: event %s of %s dropped: %s", _describe(row), key, result)
+            await self._drop(sub, row, str(result))
             return
-        except AppChannelError as exc:
-            outcome, error = Outcome.RETRY, str(exc)
-        except Exception as exc:  # any failure of the callable is a retry (logged)
-            log.exception("inbox: delivering event %s of %s failed", _describe(row), key)
-            outcome, error = Outcome.RETRY, f"{type(exc).__name__}: {exc}"
+        if isinstance(result, AppChannelError):
+            outcome, error = Outcome.RETRY, str(result)
+        elif isinstance(result, Exception):  # any failure of the callable is a retry (logged)
+            log.error("inbox: delivering event %s of %s failed", _describe(row), key,
+                      exc_info=result)
+            outcome, error = Outcome.RETRY, f"{type(result).__name__}: {result}"
+        else:
+            outcome = result
         INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome)).inc()
         if outcome is Outcome.SUCCESS:
             await self.inbox.complete(row)

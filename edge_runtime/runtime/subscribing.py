@@ -17,6 +17,7 @@ from edge_runtime.appchannel.http import HttpAppChannel
 from edge_runtime.config.manifest import RawResource
 from edge_runtime.config.settings import Settings
 from edge_runtime.inbox.appdelivery import AppDelivery, peek_envelope
+from edge_runtime.inbox.bulk import BulkAppDelivery
 from edge_runtime.inbox.deliver import Deliverer
 from edge_runtime.inbox.resiliency import inbound_retry
 from edge_runtime.inbox.store import Inbox, InboxRow
@@ -85,6 +86,7 @@ class Subscriptions:
             self.deliverer = Deliverer(
                 self.inbox, AppDelivery(self.channel), ready=self.app_ready,
                 dead_letter=self._dead_letter, retry=retry.for_pubsub,
+                deliver_bulk=BulkAppDelivery(self.channel),
             )
         if self.active:
             log.info("subscribing from boot: %s",
