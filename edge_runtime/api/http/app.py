@@ -88,25 +88,37 @@ class Route:
     pattern: str
     handler: Handler
     group: str
+    # (kind, text) per segment: kind 0 literal, 1 one-segment parameter, 2 rest parameter.
+    parts: tuple[tuple[int, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        parts = []
+        for part in self.pattern.strip("/").split("/"):
+            if part.startswith("{") and part.endswith("...}"):
+                parts.append((2, part[1:-4]))
+            elif part.startswith("{"):
+                parts.append((1, part[1:-1]))
+            else:
+                parts.append((0, part))
+        object.__setattr__(self, "parts", tuple(parts))
 
     def match(self, segments: Sequence[str]) -> dict[str, str] | None:
         """Path parameters when ``segments`` fit the pattern, else ``None``."""
-        parts = self.pattern.strip("/").split("/")
         params: dict[str, str] = {}
-        for i, part in enumerate(parts):
-            if part.startswith("{") and part.endswith("...}"):
-                rest = segments[i:]
-                if not rest:
+        n = len(segments)
+        for i, (kind, text) in enumerate(self.parts):
+            if kind == 2:
+                if i >= n:
                     return None
-                params[part[1:-4]] = "/".join(rest)
+                params[text] = "/".join(segments[i:])
                 return params
-            if i >= len(segments):
+            if i >= n:
                 return None
-            if part.startswith("{"):
-                params[part[1:-1]] = segments[i]
-            elif part != segments[i]:
+            if kind == 1:
+                params[text] = segments[i]
+            elif text != segments[i]:
                 return None
-        return params if len(parts) == len(segments) else None
+        return params if len(self.parts) == n else None
 
 
 def route(methods: str, pattern: str, handler: Handler, group: str = "") -> Route:
