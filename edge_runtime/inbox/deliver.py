@@ -139,6 +139,11 @@ class Deliverer:
         self._poll = poll_interval_s
         self._pause = error_pause_s
         self._workers: dict[str, _Worker] = {}
+        # Rows delivered whose delete has not committed yet, per subscription: ordered
+        # delivery moves on without waiting for that fsync (a crash before it commits means
+        # one redelivery, which at-least-once allows).
+        self._completing: dict[str, set[int]] = {}
+        self._deletes: set[asyncio.Task[None]] = set()
 
     @property
     def keys(self) -> list[str]:
@@ -172,6 +177,8 @@ class Deliverer:
         workers = list(self._workers.values())
         self._workers.clear()
         await self._stop_workers(workers, deadline_s)
+        if self._deletes:
+            await asyncio.wait(list(self._deletes), timeout=deadline_s)
 
     async def _stop_workers(self, workers: list[_Worker], deadline_s: float) -> None:
         loops = [w.task for w in workers if w.task is not None]
@@ -218,11 +225,12 @@ class Deliverer:
         free = self._concurrency - len(w.inflight)
         if free <= 0:
             return timeout
-        rows = await self.inbox.head(key, self._concurrency)
+        completing = self._completing.get(key, set())
+        rows = await self.inbox.head(key, self._concurrency + len(completing))
         for row in rows:
             if free == 0:
                 break
-            if row.seq in w.inflight:
+            if row.seq in w.inflight or row.seq in completing:
                 continue
             wait = self.inbox.due_in(row)
             if wait > 0:
@@ -241,7 +249,9 @@ class Deliverer:
             return self._poll
         bulk = w.sub.bulk
         limit = max(1, bulk.max_messages)
-        rows = await self.inbox.head(w.sub.key, limit)
+        completing = self._completing.get(w.sub.key, set())
+        rows = await self.inbox.head(w.sub.key, limit + len(completing))
+        rows = [r for r in rows if r.seq not in completing][:limit]
         due: list[InboxRow] = []
         blocked = self._poll
         for row in rows:
@@ -300,6 +310,24 @@ class Deliverer:
                 w.inflight.pop(row.seq, None)
             self.inbox.waiter(sub.key).set()
 
+    def _complete_later(self, row: InboxRow) -> None:
+        """Delete a delivered row in the background; the loop skips it until then."""
+        pending = self._completing.setdefault(row.sub_key, set())
+        pending.add(row.seq)
+        task = asyncio.create_task(self._complete(row, pending), name=f"inbox-done:{row.seq}")
+        self._deletes.add(task)
+        task.add_done_callback(self._deletes.discard)
+
+    async def _complete(self, row: InboxRow, pending: set[int]) -> None:
+        try:
+            await self.inbox.complete(row)
+        except (InboxError, StorageFullError) as exc:
+            log.warning("inbox: deleting delivered event %s failed (%s); it will be delivered"
+                        " again", _describe(row), exc)
+        finally:
+            pending.discard(row.seq)
+            self.inbox.waiter(row.sub_key).set()
+
     async def _guarded(self, row: InboxRow, work: Awaitable[None]) -> None:
         """Run ``work`` for ``row``; a failure leaves the row in place, after a pause."""
         try:
@@ -351,7 +379,7 @@ class Deliverer:
             outcome = result
         INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome)).inc()
         if outcome is Outcome.SUCCESS:
-            await self.inbox.complete(row)
+            self._complete_later(row)
         elif outcome is Outcome.DROP:
             INBOX_DROPPED.labels(subscription=key, reason="app_drop").inc()
             log.warning("inbox: the app dropped event %s of %s", _describe(row), key)
