@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -63,8 +64,17 @@ def _json_type(content_type: str) -> bool:
     return base == "application/json" or base.endswith("+json")
 
 
+_stamp: tuple[int, str] = (0, "")
+
+
 def _now_local() -> str:
-    return datetime.now().astimezone().replace(microsecond=0).isoformat()
+    """Now, RFC 3339 with the local offset, second precision (built once per second: the
+    time-zone lookup showed up in publish profiles)."""
+    global _stamp
+    second = int(time.time())
+    if _stamp[0] != second:
+        _stamp = (second, datetime.fromtimestamp(second).astimezone().isoformat())
+    return _stamp[1]
 
 
 def _expiration(ttl: int) -> str:

@@ -58,6 +58,7 @@ class HttpServer:
             date_header=False,
             timeout_graceful_shutdown=max(round(graceful_s), 1),
             timeout_keep_alive=30,
+            proxy_headers=False,  # the Dapr API is local; X-Forwarded-* means nothing here
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
