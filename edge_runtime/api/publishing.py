@@ -20,6 +20,7 @@ from edge_runtime.observability.metrics import OUTBOX_REJECTED
 from edge_runtime.outbox.store import Item, OutboxFullError
 from edge_runtime.pubsub import cloudevents
 from edge_runtime.runtime.compstore import CompStore, PubSubComponent
+from edge_runtime.support.sqlitedb import DBError
 
 # Request metadata the runtime consumes; everything else is passed to the component.
 _RUNTIME_KEYS = ("rawpayload", "ttlinseconds", "ttl")
@@ -129,6 +130,13 @@ class Publisher:
             ) from None
         except StorageFullError as exc:
             raise APIError(E.STORAGE_FULL, str(exc)) from None
+        except DBError as exc:
+            raise APIError(
+                E.PUBSUB_PUBLISH_MESSAGE,
+                f"error when publishing to topic in pubsub {comp.loaded.name}: the outbox"
+                f" could not store it: {exc}",
+                resource=("pubsub", comp.loaded.name),
+            ) from None
 
     async def publish(
         self,
