@@ -157,6 +157,25 @@ async def test_handler_failure_is_not_acked_and_comes_back_after_reconnect(
     await inbox.nothing(0.3)  # job-2 was acked: it does not come back
 
 
+async def test_handler_failure_is_redelivered_without_a_network_failure(
+    make_pubsub: MakePubSub, mosquitto: Mosquitto, uid: str
+) -> None:
+    """After a failed handler the component reconnects by itself (a few seconds later), so
+    the broker resends what was not acknowledged and delivery does not stall."""
+    sub = make_pubsub(mosquitto.url, consumerID=f"sub-{uid}")
+    sub.redelivery_delay_s = 0.2
+    inbox = Inbox()
+    inbox.fail = 1
+    await sub.subscribe(f"{uid}/auto", inbox)
+    await sub.init()
+    pub = make_pubsub(mosquitto.url, consumerID=f"pub-{uid}")
+    await pub.init()
+    await connected(sub, pub)
+    await pub.publish(Message(f"{uid}/auto", b"job-1"))
+    assert (await inbox.get()).data == b"job-1"  # the second delivery, after the reconnect
+    assert inbox.calls == 2
+
+
 async def test_queued_while_offline_are_delivered_at_start(
     make_pubsub: MakePubSub, mosquitto: Mosquitto, uid: str
 ) -> None:

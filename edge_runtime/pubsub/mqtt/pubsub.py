@@ -83,6 +83,11 @@ class MqttPubSub:
         self._handling: set[asyncio.Task[None]] = set()
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
+        self._redelivery: asyncio.Task[None] | None = None
+        # After a handler fails, reconnect this long later so the broker redelivers what we did
+        # not acknowledge (MQTT 3.1.1 brokers resend only on reconnect). Without it, messages
+        # left unacknowledged fill the broker's in-flight window and delivery stalls.
+        self.redelivery_delay_s = 5.0
 
     @property
     def features(self) -> frozenset[Feature]:
@@ -120,6 +125,9 @@ class MqttPubSub:
                 if sub.unsubscribe_on_close:
                     with contextlib.suppress(PubSubError):
                         await self.client.unsubscribe(sub.mqtt_filter)
+        if self._redelivery is not None:
+            self._redelivery.cancel()
+            await asyncio.gather(self._redelivery, return_exceptions=True)
         if self._handling:
             _, running = await asyncio.wait(set(self._handling), timeout=_DRAIN_S)
             for task in running:
@@ -232,8 +240,25 @@ class MqttPubSub:
             log.warning("pubsub %s: the handler of %r failed on a message on %r; not"
                         " acknowledged (redelivered after a reconnect)", self.name, sub.topic,
                         message.topic, exc_info=True)
+            self._schedule_redelivery()
             return
         self.client.ack(message)
+
+    def _schedule_redelivery(self) -> None:
+        """One pending reconnect at a time, ``redelivery_delay_s`` after the first failure."""
+        if self._closed or (self._redelivery is not None and not self._redelivery.done()):
+            return
+        self._redelivery = asyncio.create_task(self._redeliver(),
+                                               name=f"mqtt[{self.name}] redelivery")
+
+    async def _redeliver(self) -> None:
+        await asyncio.sleep(self.redelivery_delay_s)
+        if self._closed:
+            return
+        log.info("pubsub %s: reconnecting so the broker redelivers unacknowledged messages",
+                 self.name)
+        with contextlib.suppress(PubSubError):
+            await self.reconnect()
 
 
 @declare_metadata(MqttMetadata)
