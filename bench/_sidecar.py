@@ -39,6 +39,8 @@ def start(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, flo
             "bench",
             "--dapr-http-port",
             "0",
+            "--dapr-grpc-port",
+            "0",
             "--metrics-port",
             "0",
             "--resources-path",

@@ -89,6 +89,8 @@ async def sidecars(
                 name,
                 "--dapr-http-port",
                 "0",
+                "--dapr-grpc-port",
+                "0",
                 "--metrics-port",
                 "0",
                 "--resources-path",

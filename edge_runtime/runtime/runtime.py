@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.api.http import meta as http_meta
@@ -67,6 +68,7 @@ class Runtime:
         self._stop = asyncio.Event()
         self._forced = False
         self._servers: list[HttpServer] = []
+        self._grpc: Any = None  # edge_runtime.api.grpc.GrpcServer, imported lazily
         self._app: AppProcess | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.core: Universal | None = None
@@ -177,9 +179,34 @@ class Runtime:
             await server.start()
             self._servers.append(server)
             self.view.ports[name] = server.port
+        await self._open_grpc()
         self.view.ports_open = True
         metrics.UP.set(1)
         log.info("listening: %s", " ".join(f"{k}={v}" for k, v in self.view.ports.items()))
+
+    async def _open_grpc(self) -> None:
+        s = self.settings
+        assert self.core is not None
+        assert self.publisher is not None
+        try:  # lazily: HTTP-only devices never load grpc
+            from edge_runtime.api.grpc import GrpcServer
+        except ImportError as exc:
+            log.warning("gRPC API disabled (install the grpc extra to enable it): %s", exc)
+            return
+        server = GrpcServer(
+            self.core, self.publisher, host=s.dapr_listen_address, port=s.dapr_grpc_port,
+            api_token=s.api_token, max_message_size=s.max_body_size,
+            graceful_s=s.graceful_shutdown_s,
+        )
+        try:
+            await server.start()
+        except OSError as exc:
+            raise StartError(
+                f"cannot listen on {s.dapr_listen_address}:{s.dapr_grpc_port} for the "
+                f"grpc API: {exc}"
+            ) from None
+        self._grpc = server
+        self.view.ports["grpc"] = server.port
 
     def _write_runtime_json(self) -> None:
         path = self.settings.data_dir / "runtime.json"
@@ -211,7 +238,7 @@ class Runtime:
             env = app_env(
                 os.environ,
                 http_port=self.view.ports["http"],
-                grpc_port=s.dapr_grpc_port,
+                grpc_port=self.view.ports.get("grpc", s.dapr_grpc_port),
                 app_id=s.app_id,
                 app_port=s.app_port,
             )
@@ -259,6 +286,9 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         metrics.UP.set(0)
+        if self._grpc is not None:
+            await self._grpc.stop()
+            self._grpc = None
         for server in reversed(self._servers):
             await server.stop()
         self._servers.clear()

@@ -65,6 +65,7 @@ async def start_sidecar(tmp_path: Path) -> AsyncIterator[StartSidecar]:
         settings = Settings(
             app_id="app",
             dapr_http_port=0,
+            dapr_grpc_port=0,
             metrics_port=0,
             resources_paths=(res,),
             data_dir=data_dir,

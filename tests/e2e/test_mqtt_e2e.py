@@ -63,6 +63,8 @@ class SidecarProcess:
             "app",
             "--dapr-http-port",
             "0",
+            "--dapr-grpc-port",
+            "0",
             "--metrics-port",
             "0",
             "--resources-path",

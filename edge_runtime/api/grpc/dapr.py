@@ -1,0 +1,216 @@
+"""``dapr.proto.runtime.v1.Dapr``: messages in, core calls, messages out (contract §4.2).
+
+Only translation lives here; validation, key prefixing and error classification are in
+:mod:`edge_runtime.api.universal` and :mod:`edge_runtime.api.publishing`. RPCs not overridden
+keep the generated default, which answers UNIMPLEMENTED (the SDK's bulk-publish fallback
+relies on that).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from dapr.proto.runtime.v1 import dapr_pb2_grpc, metadata_pb2, state_pb2
+from google.protobuf import empty_pb2
+
+from edge_runtime import errors as E
+from edge_runtime.api.grpc.errors import handled
+from edge_runtime.api.publishing import Publisher
+from edge_runtime.api.universal import StateItem, TransactionOp, Universal
+from edge_runtime.errors import APIError
+
+_CONCURRENCY = {0: "", 1: "first-write", 2: "last-write"}
+_CONSISTENCY = {0: "", 1: "eventual", 2: "strong"}
+
+
+def _is_json(metadata: Mapping[str, str]) -> bool:
+    ctype = next((v for k, v in metadata.items() if k.lower() == "contenttype"), "")
+    return ctype.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def state_item(item: Any, *, need_value: bool = True) -> StateItem:
+    """``common.v1.StateItem`` → :class:`StateItem`.
+
+    gRPC values are bytes (stored binary) unless the item's metadata says
+    ``contentType=application/json``: then they are JSON text (contract §4.2, §8.1).
+    """
+    metadata = dict(item.metadata)
+    as_json = need_value and _is_json(metadata)
+    if as_json:
+        try:
+            json.loads(item.value)
+        except ValueError as exc:
+            raise APIError(
+                E.STATE_SAVE, f"failed saving state with key {item.key}: invalid JSON: {exc}"
+            ) from None
+    options = item.options if item.HasField("options") else None
+    return StateItem(
+        key=item.key,
+        value=bytes(item.value),
+        is_binary=not as_json,
+        etag=item.etag.value if item.HasField("etag") and item.etag.value else None,
+        metadata=metadata,
+        concurrency=_CONCURRENCY.get(options.concurrency, "") if options else "",
+        consistency=_CONSISTENCY.get(options.consistency, "") if options else "",
+    )
+
+
+def _subscription_type(name: str) -> Any:
+    try:
+        return metadata_pb2.PubsubSubscriptionType.Value(name.upper())
+    except ValueError:
+        return metadata_pb2.PubsubSubscriptionType.Value("UNKNOWN")
+
+
+def metadata_response(doc: Mapping[str, Any]) -> Any:
+    """The core's metadata document (HTTP field names) → ``GetMetadataResponse``."""
+    conn = doc.get("appConnectionProperties", {})
+    actor = doc.get("actorRuntime", {})
+    return metadata_pb2.GetMetadataResponse(
+        id=doc["id"],
+        runtime_version=doc.get("runtimeVersion", ""),
+        enabled_features=list(doc.get("enabledFeatures", [])),
+        registered_components=[
+            metadata_pb2.RegisteredComponents(
+                name=c["name"],
+                type=c["type"],
+                version=c["version"],
+                capabilities=list(c.get("capabilities", [])),
+            )
+            for c in doc.get("components", [])
+        ],
+        extended_metadata=dict(doc.get("extended", {})),
+        subscriptions=[
+            metadata_pb2.PubsubSubscription(
+                pubsub_name=s["pubsubname"],
+                topic=s["topic"],
+                metadata=dict(s.get("metadata", {})),
+                rules=metadata_pb2.PubsubSubscriptionRules(
+                    rules=[
+                        metadata_pb2.PubsubSubscriptionRule(match=r["match"], path=r["path"])
+                        for r in s.get("rules", [])
+                    ]
+                ),
+                dead_letter_topic=s.get("deadLetterTopic", ""),
+                type=_subscription_type(str(s.get("type", ""))),
+            )
+            for s in doc.get("subscriptions", [])
+        ],
+        app_connection_properties=metadata_pb2.AppConnectionProperties(
+            port=int(conn.get("port", 0)),
+            protocol=conn.get("protocol", ""),
+            channel_address=conn.get("channelAddress", ""),
+        ),
+        actor_runtime=metadata_pb2.ActorRuntime(
+            runtime_status=metadata_pb2.ActorRuntime.ActorRuntimeStatus.Value(
+                actor.get("runtimeStatus", "DISABLED")
+            ),
+            host_ready=bool(actor.get("hostReady", False)),
+            placement=actor.get("placement", ""),
+        ),
+    )
+
+
+class DaprServicer(dapr_pb2_grpc.DaprServicer):
+    """The implemented slice of the Dapr service."""
+
+    def __init__(self, core: Universal, publisher: Publisher) -> None:
+        self.core = core
+        self.publisher = publisher
+
+    # ----------------------------------------------------------------- state
+    @handled
+    async def GetState(self, request: Any, context: Any) -> Any:  # noqa: N802
+        result = await self.core.get_state(
+            request.store_name,
+            request.key,
+            consistency=_CONSISTENCY.get(request.consistency, ""),
+            metadata=dict(request.metadata),
+        )
+        if result is None:
+            return state_pb2.GetStateResponse()
+        return state_pb2.GetStateResponse(
+            data=result.value, etag=result.etag, metadata=result.metadata
+        )
+
+    @handled
+    async def GetBulkState(self, request: Any, context: Any) -> Any:  # noqa: N802
+        items = await self.core.bulk_get_state(
+            request.store_name, list(request.keys), dict(request.metadata)
+        )
+        out = []
+        for item in items:
+            if item.result is None:
+                out.append(state_pb2.BulkStateItem(key=item.key, error=item.error))
+            else:
+                out.append(
+                    state_pb2.BulkStateItem(
+                        key=item.key,
+                        data=item.result.value,
+                        etag=item.result.etag,
+                        metadata=item.result.metadata,
+                        error=item.error,
+                    )
+                )
+        return state_pb2.GetBulkStateResponse(items=out)
+
+    @handled
+    async def SaveState(self, request: Any, context: Any) -> Any:  # noqa: N802
+        items = [state_item(s) for s in request.states]
+        await self.core.save_state(request.store_name, items, http=False)
+        return empty_pb2.Empty()
+
+    @handled
+    async def DeleteState(self, request: Any, context: Any) -> Any:  # noqa: N802
+        options = request.options if request.HasField("options") else None
+        item = StateItem(
+            key=request.key,
+            value=b"",
+            etag=request.etag.value if request.HasField("etag") and request.etag.value else None,
+            metadata=dict(request.metadata),
+            concurrency=_CONCURRENCY.get(options.concurrency, "") if options else "",
+            consistency=_CONSISTENCY.get(options.consistency, "") if options else "",
+        )
+        await self.core.delete_state(request.store_name, item)
+        return empty_pb2.Empty()
+
+    @handled
+    async def ExecuteStateTransaction(self, request: Any, context: Any) -> Any:  # noqa: N802
+        ops = [
+            TransactionOp(
+                op.operationType,
+                state_item(op.request, need_value=op.operationType == "upsert"),
+            )
+            for op in request.operations
+        ]
+        await self.core.transaction(request.storeName, ops)
+        return empty_pb2.Empty()
+
+    # --------------------------------------------------------------- publish
+    @handled
+    async def PublishEvent(self, request: Any, context: Any) -> Any:  # noqa: N802
+        await self.publisher.publish(
+            request.pubsub_name,
+            request.topic,
+            bytes(request.data),
+            request.data_content_type,
+            dict(request.metadata),
+        )
+        return empty_pb2.Empty()
+
+    # ---------------------------------------------- metadata and shutdown
+    @handled
+    async def GetMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return metadata_response(self.core.metadata())
+
+    @handled
+    async def SetMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.core.set_metadata(request.key, request.value)
+        return empty_pb2.Empty()
+
+    @handled
+    async def Shutdown(self, request: Any, context: Any) -> Any:  # noqa: N802
+        self.core.shutdown(force=False)
+        return empty_pb2.Empty()

@@ -1,0 +1,86 @@
+"""Render :class:`~edge_runtime.errors.APIError` as a gRPC status with rich details (§4.3).
+
+The status carries a ``google.rpc.Status`` in the ``grpc-status-details-bin`` trailer with an
+``ErrorInfo`` (``reason`` is what the SDK's ``DaprGrpcError.error_code()`` returns), plus a
+``ResourceInfo`` and a ``BadRequest`` when the error has them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from edge_runtime.errors import APIError
+
+R = TypeVar("R")
+
+
+def _pack(message: Any) -> Any:
+    out = any_pb2.Any()
+    out.Pack(message)
+    return out
+
+
+def to_status(err: APIError) -> Any:
+    """The ``grpc.Status`` for ``err``."""
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=err.kind.info_reason,
+                domain="dapr.io",
+                metadata=dict(err.metadata),
+            )
+        )
+    ]
+    if err.resource is not None:
+        details.append(
+            _pack(
+                error_details_pb2.ResourceInfo(
+                    resource_type=err.resource[0],
+                    resource_name=err.resource[1],
+                    description=err.message,
+                )
+            )
+        )
+    if err.violations:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in err.violations
+                    ]
+                )
+            )
+        )
+    status = status_pb2.Status(code=int(err.kind.grpc), message=err.message, details=details)
+    return rpc_status.to_status(status)
+
+
+async def abort(context: grpc.aio.ServicerContext, err: APIError) -> NoReturn:
+    """End the call with ``err``'s status (raises, as ``abort_with_status`` does)."""
+    await context.abort_with_status(to_status(err))
+    raise AssertionError("abort_with_status returned")  # pragma: no cover
+
+
+def handled(
+    method: Callable[[Any, Any, Any], Awaitable[R]],
+) -> Callable[[Any, Any, Any], Awaitable[R]]:
+    """Wrap a servicer method so an :class:`APIError` becomes its gRPC status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: Any) -> R:
+        try:
+            return await method(self, request, context)
+        except APIError as err:
+            await abort(context, err)
+
+    return wrapper

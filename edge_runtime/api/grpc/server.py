@@ -1,0 +1,122 @@
+"""The ``grpc.aio`` server for the Dapr API, with the ``dapr-api-token`` check (§2.2)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from dapr.proto.runtime.v1 import dapr_pb2_grpc
+
+from edge_runtime import errors as E
+from edge_runtime.api.grpc.dapr import DaprServicer
+from edge_runtime.api.grpc.errors import abort
+from edge_runtime.api.publishing import Publisher
+from edge_runtime.api.universal import Universal
+from edge_runtime.errors import APIError
+
+log = logging.getLogger("edge_runtime.api.grpc")
+
+TOKEN_KEY = "dapr-api-token"  # noqa: S105 - a metadata key, not a secret
+
+
+def _unauthorized() -> APIError:
+    return APIError(
+        E.UNAUTHENTICATED,
+        "Unauthorized",
+        metadata={"http.code": "401", "http.error_message": "invalid api token"},
+    )
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Deny every call (unary or streaming) whose ``dapr-api-token`` metadata is wrong."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token.encode()
+
+    def _allowed(self, details: Any) -> bool:
+        for key, value in details.invocation_metadata or ():
+            if key == TOKEN_KEY:
+                got = value.encode() if isinstance(value, str) else bytes(value)
+                return hmac.compare_digest(got, self._token)
+        return False
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or self._allowed(handler_call_details):
+            return handler
+
+        async def deny(request: Any, context: Any) -> None:
+            await abort(context, _unauthorized())
+
+        if handler.request_streaming and handler.response_streaming:
+            make = grpc.stream_stream_rpc_method_handler
+        elif handler.request_streaming:
+            make = grpc.stream_unary_rpc_method_handler
+        elif handler.response_streaming:
+            make = grpc.unary_stream_rpc_method_handler
+        else:
+            make = grpc.unary_unary_rpc_method_handler
+        return make(
+            deny,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class GrpcServer:
+    """``dapr.proto.runtime.v1.Dapr`` on ``host:port`` (port 0 picks a free one)."""
+
+    def __init__(
+        self,
+        core: Universal,
+        publisher: Publisher,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 50001,
+        api_token: str | None = None,
+        max_message_size: int | None = None,
+        graceful_s: float = 5.0,
+    ) -> None:
+        self._servicer = DaprServicer(core, publisher)
+        self._host = host
+        self._requested_port = port
+        self._api_token = api_token
+        self._max_message_size = max_message_size
+        self._graceful_s = graceful_s
+        self._server: Any = None
+        self.port = 0
+
+    async def start(self) -> None:
+        """Bind and serve; raises :class:`OSError` when the port cannot be bound."""
+        interceptors = [TokenInterceptor(self._api_token)] if self._api_token else []
+        # No SO_REUSEPORT: a second sidecar on the same port must fail, not share our calls.
+        options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+        if self._max_message_size:
+            options.append(("grpc.max_receive_message_length", self._max_message_size))
+        server = grpc.aio.server(interceptors=interceptors, options=options)
+        dapr_pb2_grpc.add_DaprServicer_to_server(self._servicer, server)  # type: ignore[no-untyped-call]
+        address = f"{self._host}:{self._requested_port}"
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio >= 1.5x raises instead of returning 0
+            raise OSError(f"cannot bind {address}: {exc}") from None
+        if not port:
+            raise OSError(f"cannot bind {address}")
+        await server.start()
+        self._server = server
+        self.port = port
+        log.debug("gRPC API listening on %s:%d", self._host, port)
+
+    async def stop(self) -> None:
+        """Stop accepting calls and let in-flight ones finish (up to the grace period)."""
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        await server.stop(self._graceful_s)
