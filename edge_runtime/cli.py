@@ -45,6 +45,11 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dapr-http-port", type=_port, default=3500, help="0 picks a free port")
     p.add_argument("--dapr-grpc-port", type=_port, default=50001, help="0 picks a free port")
     p.add_argument(
+        "--disable-grpc-api",
+        action="store_true",
+        help="no gRPC API: grpc is never imported (a lean HTTP-only profile)",
+    )
+    p.add_argument(
         "--dapr-listen-addresses",
         default="127.0.0.1",
         help="address the Dapr API listens on (default loopback only)",
@@ -136,6 +141,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         app_channel_address=args.app_channel_address,
         dapr_http_port=args.dapr_http_port,
         dapr_grpc_port=args.dapr_grpc_port,
+        disable_grpc_api=args.disable_grpc_api,
         dapr_listen_address=args.dapr_listen_addresses,
         metrics_port=args.metrics_port,
         enable_metrics=args.enable_metrics == "true",

@@ -61,6 +61,7 @@ class Settings:
     app_channel_address: str = "127.0.0.1"
     dapr_http_port: int = 3500
     dapr_grpc_port: int = 50001
+    disable_grpc_api: bool = False
     dapr_listen_address: str = "127.0.0.1"
     metrics_port: int = 9090
     enable_metrics: bool = True

@@ -179,7 +179,8 @@ class Runtime:
             await server.start()
             self._servers.append(server)
             self.view.ports[name] = server.port
-        await self._open_grpc()
+        if not s.disable_grpc_api:
+            await self._open_grpc()
         self.view.ports_open = True
         metrics.UP.set(1)
         log.info("listening: %s", " ".join(f"{k}={v}" for k, v in self.view.ports.items()))

@@ -367,3 +367,18 @@ def test_outbox_command_shows_the_backlog(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_disable_grpc_api(
+    resources: Path, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [*run_args(resources, data), "--disable-grpc-api"], stderr=subprocess.DEVNULL
+    )
+    procs.append(proc)
+    port = wait_ready(proc, data)
+    ports = json.loads((data / "runtime.json").read_text())["ports"]
+    assert "grpc" not in ports
+    meta = httpx.get(f"http://127.0.0.1:{port}/v1.0/metadata").json()
+    assert "port.grpc" not in meta["extended"]
