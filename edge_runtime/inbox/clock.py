@@ -10,25 +10,11 @@ boot, so a restarted sidecar keeps its deadlines, and reset by a reboot, which t
 from __future__ import annotations
 
 import time
-import uuid
-from pathlib import Path
 from typing import Protocol
 
+from edge_runtime.support.bootid import BOOT_ID_FILE, read_boot_id
+
 __all__ = ["BOOT_ID_FILE", "Clock", "SystemClock", "read_boot_id"]
-
-BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
-_PROCESS_BOOT = f"process-{uuid.uuid4()}"
-
-
-def read_boot_id(path: Path = BOOT_ID_FILE) -> str:
-    """The kernel's boot id; without one (not Linux), an id unique to this process, so a
-    restart is taken as a new boot (deadlines then restart from what remained: never early)."""
-    try:
-        text = path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return _PROCESS_BOOT
-    return text or _PROCESS_BOOT
-
 
 class Clock(Protocol):
     """What the inbox reads time from (tests inject a fake one)."""

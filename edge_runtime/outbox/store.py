@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from edge_runtime.observability.metrics import OUTBOX_APPENDED, OUTBOX_DROPPED
+from edge_runtime.support.bootid import read_boot_id
 from edge_runtime.support.sqlitedb import Database, Migration
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,7 @@ class OutboxFullError(Exception):
     """The outbox has no room (``onFull: reject``); nothing was written."""
 
 
-def boot_id() -> str:
-    """This boot's id (Linux), or a per-process id elsewhere."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return f"process-{time.time_ns()}"
-
-
-_BOOT_ID = boot_id()
+_BOOT_ID = read_boot_id()
 
 
 @dataclass(frozen=True, slots=True)
