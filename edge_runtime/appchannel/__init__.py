@@ -19,6 +19,11 @@ __all__ = [
     "AppReply",
     "AppStatusError",
     "AppUnavailableError",
+    "BindingEvent",
+    "BindingTarget",
+    "InvokeCall",
+    "InvokeResult",
+    "Invoker",
     "Outcome",
 ]
 
@@ -56,6 +61,44 @@ class AppReply:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class InvokeCall:
+    """One service invocation to deliver to the app (contract §2.6, §3.8), transport-neutral.
+
+    ``method`` is the path after ``/method/`` without a leading slash; ``query`` is the raw
+    query string without ``?``; ``headers`` are already filtered to what may be forwarded
+    (lower-case names).
+    """
+
+    method: str
+    http_verb: str = "POST"
+    data: bytes = b""
+    content_type: str = ""
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeResult:
+    """The app's answer to an invocation: an HTTP status (gRPC apps: 200 for OK, else the
+    status mapped from the gRPC code), the body, its content type and response headers."""
+
+    status: int
+    data: bytes = b""
+    content_type: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingEvent:
+    """One input-binding event for the app (contract §3.5): raw payload plus metadata."""
+
+    name: str
+    route: str
+    data: bytes
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
 @runtime_checkable
 class AppChannel(Protocol):
     """What the runtime needs from a channel to the app. Coroutine-safe."""
@@ -78,4 +121,33 @@ class AppChannel(Protocol):
 
     async def close(self) -> None:
         """Release connections; idempotent."""
+        ...
+
+
+@runtime_checkable
+class Invoker(Protocol):
+    """Service invocation into the app; both channels implement it. Coroutine-safe."""
+
+    async def invoke(self, call: InvokeCall) -> InvokeResult:
+        """Deliver one service invocation; the app's answer whatever its status.
+
+        Raises :class:`AppUnavailableError` only.
+        """
+        ...
+
+
+@runtime_checkable
+class BindingTarget(Protocol):
+    """Input-binding delivery into the app; both channels implement it. Coroutine-safe."""
+
+    async def accepts_binding(self, name: str, route: str) -> bool:
+        """Whether the app takes events of input binding ``name`` (HTTP: the ``OPTIONS
+        /{route}`` probe; gRPC: ``ListInputBindings``). Raises :class:`AppUnavailableError`."""
+        ...
+
+    async def binding_event(self, event: BindingEvent) -> Outcome:
+        """Deliver one input-binding event: SUCCESS when the app accepted it, RETRY otherwise.
+
+        Raises :class:`AppUnavailableError` only.
+        """
         ...
