@@ -87,9 +87,12 @@ def _spell(path: tuple[PathPart, ...]) -> str:
 class _Spec:
     """Reads one subscription's fields (already case-folded at the top level)."""
 
-    def __init__(self, report: Report, base: tuple[PathPart, ...]) -> None:
+    def __init__(
+        self, report: Report, base: tuple[PathPart, ...], *, empty_paths: bool = False
+    ) -> None:
         self._report = report
         self.base = base
+        self.empty_paths = empty_paths
         self.ok = True
 
     def bad(self, path: tuple[PathPart, ...], message: str) -> None:
@@ -162,7 +165,7 @@ class _Spec:
             r = _fold(item)
             match = r.get("match")
             path = r.get("path")
-            if not isinstance(path, str) or not path:
+            if not isinstance(path, str) or (not path and not self.empty_paths):
                 self.bad((*where, "path"), f"is required: expected a path, got {_describe(path)}")
                 continue
             if match is not None and not isinstance(match, str):
@@ -238,9 +241,13 @@ def from_app_json(body: bytes) -> tuple[list[Subscription], list[str]]:
 
 def from_object(
     item: Any, label: str, type_: SubscriptionType = SubscriptionType.PROGRAMMATIC,
-    name: str = "",
+    name: str = "", *, empty_paths: bool = False,
 ) -> tuple[Subscription | None, list[str]]:
-    """One JSON object in the ``/dapr/subscribe`` shape; problems are prefixed with ``label``."""
+    """One JSON object in the ``/dapr/subscribe`` shape; problems are prefixed with ``label``.
+
+    ``empty_paths`` accepts a rule whose ``path`` is ``""``: a gRPC app's paths are names it
+    looks its handlers up by, and ``""`` is the one it gets when it gave no route (§4.5).
+    """
     if not isinstance(item, Mapping):
         return None, [f"{label}: expected an object, got {_describe(item)}"]
     d = _fold(item)
@@ -251,7 +258,9 @@ def from_object(
     def report(path: tuple[PathPart, ...], msg: str) -> None:
         problems.append(f"{label}: field {_spell(path)!r}: {msg}" if path else f"{label}: {msg}")
 
-    sub = _Spec(report, ()).read(d, route=True, routes=True, type_=type_, name=name)
+    sub = _Spec(report, (), empty_paths=empty_paths).read(
+        d, route=True, routes=True, type_=type_, name=name
+    )
     return sub, problems
 
 

@@ -96,8 +96,10 @@ def load(path: Path) -> list[Subscription]:
             sub_type = SubscriptionType(kind or SubscriptionType.PROGRAMMATIC)
         except ValueError:
             sub_type = SubscriptionType.PROGRAMMATIC
+        # empty_paths: the file holds lists already checked, a gRPC app's "" paths included
         sub, problems = from_object(
-            item, f"{path}: item {i}", sub_type, name if isinstance(name, str) else ""
+            item, f"{path}: item {i}", sub_type, name if isinstance(name, str) else "",
+            empty_paths=True,
         )
         for p in problems:
             log.error("saved subscription left out: %s", p)
