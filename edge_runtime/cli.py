@@ -32,6 +32,16 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _app_protocol(text: str) -> str:
+    if text in ("http", "grpc"):
+        return text
+    if text in ("grpcs", "https", "h2c"):
+        raise argparse.ArgumentTypeError(
+            f"{text} (daprd's TLS/h2c channel to the app) is not supported: use http or grpc"
+        )
+    raise argparse.ArgumentTypeError(f"expected http or grpc, got {text!r}")
+
+
 def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "run",
@@ -40,7 +50,9 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--app-id", required=True, help="the app's id: state key prefix, MQTT client id")
     p.add_argument("--app-port", type=_port, help="the port the app listens on")
-    p.add_argument("--app-protocol", choices=["http", "grpc"], default="http")
+    p.add_argument(
+        "--app-protocol", type=_app_protocol, default="http", help="http (default) or grpc"
+    )
     p.add_argument("--app-channel-address", default="127.0.0.1")
     p.add_argument("--dapr-http-port", type=_port, default=3500, help="0 picks a free port")
     p.add_argument("--dapr-grpc-port", type=_port, default=50001, help="0 picks a free port")

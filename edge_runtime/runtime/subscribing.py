@@ -5,6 +5,9 @@ Subscriptions come from ``Subscription`` YAML (declarative) and from the app's
 next start the sidecar subscribes from boot, before the app is up, and nothing the broker holds
 for us is lost while the app starts (DESIGN.md §5). When the app answers, the saved list is
 replaced and the broker subscriptions follow. Only delivery waits for the app.
+
+The channel to the app (HTTP, or gRPC with ``ListTopicSubscriptions`` for discovery) comes
+from :mod:`~edge_runtime.runtime.appconnect`, by ``--app-protocol``.
 """
 
 from __future__ import annotations
@@ -13,22 +16,20 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from edge_runtime.appchannel.http import HttpAppChannel
 from edge_runtime.config.manifest import RawResource
 from edge_runtime.config.settings import Settings
-from edge_runtime.inbox.appdelivery import AppDelivery, peek_envelope
-from edge_runtime.inbox.bulk import BulkAppDelivery
+from edge_runtime.inbox.appdelivery import peek_envelope
 from edge_runtime.inbox.deliver import Deliverer
 from edge_runtime.inbox.resiliency import inbound_retry
 from edge_runtime.inbox.store import Inbox, InboxRow
 from edge_runtime.outbox.store import Item
 from edge_runtime.pubsub import Handler, PubSub, Received
+from edge_runtime.runtime.appconnect import AppChannelKind, Discover, connect_app
 from edge_runtime.runtime.compstore import CompStore
 from edge_runtime.subscriptions import (
     FILE_NAME,
     Subscription,
     combine,
-    from_app_json,
     from_resources,
     load,
     save,
@@ -57,7 +58,8 @@ class Subscriptions:
         self.app_ready = asyncio.Event()
         self.declarative: list[Subscription] = []
         self.active: list[Subscription] = []
-        self.channel: HttpAppChannel | None = None
+        self.channel: AppChannelKind | None = None  # HTTP or gRPC, by --app-protocol
+        self._discover: Discover | None = None
         self.deliverer: Deliverer | None = None
         self._subscribed: dict[tuple[str, str], Subscription] = {}
 
@@ -77,16 +79,13 @@ class Subscriptions:
         for note in notes:
             log.warning("%s", note)
         await self.inbox.open()
-        s = self.settings
-        if s.app_port is not None:
-            self.channel = HttpAppChannel(
-                s.app_channel_address, s.app_port, api_token=s.app_api_token, timeout_s=60.0,
-                app_id=s.app_id,
-            )
+        app = connect_app(self.settings)
+        if app is not None:
+            self.channel, self._discover = app.channel, app.discover
             self.deliverer = Deliverer(
-                self.inbox, AppDelivery(self.channel), ready=self.app_ready,
+                self.inbox, app.deliver, ready=self.app_ready,
                 dead_letter=self._dead_letter, retry=retry.for_pubsub,
-                deliver_bulk=BulkAppDelivery(self.channel),
+                deliver_bulk=app.deliver_bulk,
             )
         if self.active:
             log.info("subscribing from boot: %s",
@@ -115,16 +114,16 @@ class Subscriptions:
 
     async def app_is_ready(self) -> None:
         """Ask the app for its subscriptions, follow them, save them, start delivering."""
-        if self.channel is None:
+        if self._discover is None:
             return
         try:
-            body = await self.channel.get_subscriptions()
+            programmatic, notes = await self._discover()
         except Exception as exc:  # noqa: BLE001 - keep the saved list rather than lose it
-            log.warning("GET /dapr/subscribe failed (%s); keeping the saved subscriptions", exc)
+            log.warning("asking the app for its subscriptions failed (%s); keeping the saved"
+                        " subscriptions", exc)
         else:
-            programmatic, notes = from_app_json(body) if body is not None else ([], [])
             for note in notes:
-                log.warning("/dapr/subscribe: %s", note)
+                log.warning("%s", note)
             save(self.settings.data_dir / FILE_NAME, programmatic)
             merged, notes = combine(self.declarative, programmatic)
             for note in notes:

@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -43,7 +43,11 @@ def component(url: str, client_id: str) -> str:
 class SidecarProcess:
     """``edge-runtime run`` in a subprocess with its own components and data dir."""
 
-    def __init__(self, root: Path, name: str, components: str, app_port: int | None = None):
+    def __init__(
+        self, root: Path, name: str, components: str, app_port: int | None = None,
+        extra: Sequence[str] = (),
+    ):
+        self.extra = list(extra)  # more `run` flags, e.g. --app-protocol grpc
         self.root = root / name
         self.res = self.root / "components"
         self.res.mkdir(parents=True, exist_ok=True)
@@ -76,6 +80,7 @@ class SidecarProcess:
         ]
         if self.app_port:
             args += ["--app-port", str(self.app_port)]
+        args += self.extra
         with contextlib.suppress(FileNotFoundError):
             (self.data / "runtime.json").unlink()
         self.proc = await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.DEVNULL)
