@@ -9,9 +9,11 @@ with retries, dead-lettered rather than lost (DESIGN.md §5 "Outbox, inbox, deli
   schedules, from the ``Resiliency`` resources' inbound policies;
 * :mod:`~edge_runtime.inbox.appdelivery`: the glue to an HTTP app channel;
 * :mod:`~edge_runtime.inbox.bulk`: bulk subscribe delivery to an HTTP app (one POST a batch);
+* :mod:`~edge_runtime.inbox.grpcdelivery`: single and bulk delivery to a gRPC app;
 * :mod:`~edge_runtime.inbox.deadletters`: the ``edge-runtime deadletters`` command.
 
-The delivery loop does not depend on HTTP or gRPC: only ``appdelivery`` and ``bulk`` do.
+The delivery loop does not depend on HTTP or gRPC: only ``appdelivery``, ``bulk`` and
+``grpcdelivery`` do.
 """
 
 from edge_runtime.inbox.deliver import (
