@@ -132,10 +132,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=8)
     ap.add_argument("--backlog", type=int, default=100_000)
+    ap.add_argument("--connections", type=int, default=100,
+                    help="concurrent HTTP publishers (default: the baseline's 100 in flight)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        broker = Mosquitto(work / "broker")
+        # No cap on the subscriber's queue: mosquitto's default (1000) would drop messages
+        # whenever the counting subscriber falls behind, and the counts would be wrong.
+        broker = Mosquitto(work / "broker", extra_config="max_queued_messages 0")
         broker.start()
         counter = work / "count"
         sub = subprocess.Popen(
@@ -184,7 +188,7 @@ def main() -> None:
                     f"http://127.0.0.1:{port}/v1.0/publish/mqtt/bench/single",
                     PAYLOAD,
                     args.seconds,
-                    32,
+                    args.connections,
                     work,
                 )
                 sent = int(single * args.seconds)
@@ -242,7 +246,7 @@ def main() -> None:
     )
     print(f"  baseline bare paho QoS1 publisher (100 in flight, no durability): {base:8.0f} msg/s")
     print(
-        f"  HTTP single publish (wrk -c32), fsync per ack : {single:8.0f} msg/s; "
+        f"  HTTP single publish (wrk -c{args.connections}), fsync per ack: {single:8.0f} msg/s; "
         f"end to end {e2e_single:8.0f} msg/s  ratio {e2e_single / base:.2f}"
     )
     print(

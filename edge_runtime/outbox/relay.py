@@ -42,7 +42,10 @@ class Relay:
         self.retry_delay_s = retry_delay_s
         self._task: asyncio.Task[None] | None = None
         self._acked: list[Row] = []
+        self._flushing: asyncio.Task[None] | None = None
         self._failed = asyncio.Event()
+        self._delivered = OUTBOX_DELIVERED.labels(outbox.relay)
+        self._expired = OUTBOX_DROPPED.labels(outbox.relay, "expired")
 
     def start(self) -> None:
         """Start draining in the background."""
@@ -81,13 +84,14 @@ class Relay:
                 self.outbox.appended.clear()
                 rows = await self.outbox.claim(cursor, self.batch)
                 if not rows:
-                    await self._flush_acks()
+                    # Deletes are committed in the background: sending never waits for them.
+                    self._flush_in_background()
                     await self._idle()
                     continue
                 for row in rows:
                     cursor = row.seq
                     if row.expired:
-                        OUTBOX_DROPPED.labels(self.outbox.relay, "expired").inc()
+                        self._expired.inc()
                         log.warning("outbox %s: message %d expired before delivery; dropped",
                                     self.outbox.relay, row.seq)
                         self._acked.append(row)
@@ -101,8 +105,8 @@ class Relay:
                     task = asyncio.create_task(self._one(row, window))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
-                if len(self._acked) >= self.batch:
-                    await self._flush_acks()
+                    if len(self._acked) >= self.batch:
+                        self._flush_in_background()
         finally:
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
@@ -118,7 +122,7 @@ class Relay:
             self._failed.set()
         else:
             self._acked.append(row)
-            OUTBOX_DELIVERED.labels(self.outbox.relay).inc()
+            self._delivered.inc()
         finally:
             window.release()
 
@@ -143,7 +147,18 @@ class Relay:
             tokens, now = 1.0, time.monotonic()
         return tokens - 1, now
 
+    def _flush_in_background(self) -> None:
+        """Start deleting the acknowledged rows unless a delete is already running (the rows
+        acknowledged meanwhile go with the next one)."""
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(
+                self._flush_acks(), name=f"relay:{self.outbox.relay}:ack")
+
     async def _flush_acks(self) -> None:
+        """Delete every acknowledged row (waiting for a background delete first)."""
+        running = self._flushing
+        if running is not None and running is not asyncio.current_task():
+            await asyncio.gather(running, return_exceptions=True)
         rows, self._acked = self._acked, []
         if rows:
             try:

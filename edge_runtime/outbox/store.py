@@ -120,6 +120,7 @@ class Outbox:
         self.count = 0
         self.bytes = 0
         self.appended = asyncio.Event()
+        self._appended = OUTBOX_APPENDED.labels(relay)
         t = f'"{self.table}"'
         self._sql_insert = (
             f"INSERT INTO {t}(topic, payload, metadata, size, created_at, ttl_s, boot_id,"
@@ -179,7 +180,7 @@ class Outbox:
             OUTBOX_DROPPED.labels(self.relay, "full").inc(dropped)
             log.warning("outbox %s full: dropped the %d oldest message(s) (onFull: dropOldest)",
                         self.relay, dropped)
-        OUTBOX_APPENDED.labels(self.relay).inc(n)
+        self._appended.inc(n)
         self.appended.set()
         return seqs
 
@@ -219,7 +220,8 @@ class Outbox:
         for item in items:
             deadline = mono + item.ttl_s if item.ttl_s is not None else None
             cur = conn.execute(self._sql_insert, (
-                item.topic, item.payload, json.dumps(item.metadata), item.size, now, item.ttl_s,
+                item.topic, item.payload, json.dumps(item.metadata) if item.metadata else "{}",
+                item.size, now, item.ttl_s,
                 _BOOT_ID if item.ttl_s is not None else None, deadline,
             ))
             seqs.append(int(cur.lastrowid or 0))
@@ -235,7 +237,8 @@ class Outbox:
                 self._sql_claim, (after, limit)
             ):
                 expired = ttl is not None and deadline is not None and mono >= deadline
-                out.append(Row(seq, topic, bytes(payload), json.loads(md), size, expired))
+                out.append(Row(seq, topic, bytes(payload), json.loads(md) if md != "{}" else {},
+                               size, expired))
             return out
 
         return await self.db.read(read)

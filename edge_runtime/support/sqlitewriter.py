@@ -163,8 +163,7 @@ class GroupCommitWriter:
                 stop = self._collect(batch)
                 with self._lock:
                     outcomes = self._execute(batch)
-                for outcome in outcomes:
-                    _resolve(*outcome)
+                _resolve_all(outcomes)
                 batch = []
         except BaseException as exc:  # a bug here must not leave callers waiting forever
             log.exception("sqlite writer for %s crashed", self.name)
@@ -270,6 +269,23 @@ class GroupCommitWriter:
                 return
             if item is not _STOP:
                 _resolve(item, None, err)
+
+
+def _resolve_all(outcomes: list[_Outcome]) -> None:
+    """Settle a batch with one wake-up per event loop (not one per unit: a batch may hold
+    hundreds, and each wake-up is a syscall and a loop iteration)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, group in by_loop.items():
+        # A closed loop raises RuntimeError: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_all, group)
+
+
+def _settle_all(outcomes: list[_Outcome]) -> None:
+    for job, result, exc in outcomes:
+        _settle(job.future, result, exc)
 
 
 def _resolve(job: _Job, result: Any, exc: BaseException | None) -> None:

@@ -149,6 +149,7 @@ class HttpApp:
         self.routes = list(routes)
         self.max_body_size = max_body_size
         self._token = api_token.encode() if api_token else None
+        self._counters: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point (HTTP only; lifespan is handled by the runtime, not uvicorn)."""
@@ -164,7 +165,11 @@ class HttpApp:
             resp = Response.json(
                 {"errorCode": "ERROR", "message": "internal error; see the sidecar log"}, 500
             )
-        HTTP_REQUESTS.labels(group, str(resp.status)).inc()
+        counter = self._counters.get((group, resp.status))
+        if counter is None:  # a labels() lookup takes a lock: once per (route, status)
+            counter = self._counters[group, resp.status] = HTTP_REQUESTS.labels(
+                group, str(resp.status))
+        counter.inc()
         await self._send(send, resp)
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[Response, str]:

@@ -171,15 +171,20 @@ class MqttClient:
         """
         if not self._connected:  # fail fast rather than queue behind a full window
             raise self._not_connected()
-        async with self._window.slot():
+        # Explicit acquire/release and begin/end rather than context managers: this is the
+        # hottest path of the relay.
+        await self._window.acquire()
+        try:
             if not self._connected:
                 raise self._not_connected()
+            self._acks.begin_call()
             try:
-                with self._acks.calling():
-                    info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+                info = self._paho.publish(topic, payload, qos=qos, retain=retain)
             except ValueError as exc:
                 M.MQTT_PUBLISH_FAILURES.labels(self.name, "invalid").inc()
                 raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
+            finally:
+                self._acks.end_call()
             if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
                 raise self._not_connected()
             try:
@@ -190,6 +195,8 @@ class MqttClient:
             except PublishError:
                 M.MQTT_PUBLISH_FAILURES.labels(self.name, "timeout").inc()
                 raise
+        finally:
+            self._window.release()
         if reason.is_failure:
             M.MQTT_PUBLISH_FAILURES.labels(self.name, "refused").inc()
             raise PublishError(f"the broker refused the publish to {topic!r}: {reason}")
