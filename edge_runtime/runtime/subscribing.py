@@ -58,7 +58,7 @@ class Subscriptions:
         self.declarative: list[Subscription] = []
         self.active: list[Subscription] = []
         self.channel: HttpAppChannel | None = None
-        self.deliverer: Deliverer | None = None
+        self.deliverer: Deliverer[Subscription] | None = None
         self._subscribed: dict[tuple[str, str], Subscription] = {}
 
     async def open(self) -> None:
