@@ -18,6 +18,8 @@ import time
 from typing import Any
 
 from edge_runtime import __version__
+from edge_runtime.api.bindings import OutputBindings
+from edge_runtime.api.http import bindings as http_bindings
 from edge_runtime.api.http import meta as http_meta
 from edge_runtime.api.http import publish as http_publish
 from edge_runtime.api.http import state as http_state
@@ -160,6 +162,7 @@ class Runtime:
         api = HttpApp(
             http_state.routes(self.core)
             + http_publish.routes(self.publisher)
+            + http_bindings.routes(OutputBindings(self.core.components))
             + http_meta.routes(self.core),
             max_body_size=s.max_body_size,
             api_token=s.api_token,
