@@ -159,6 +159,8 @@ async def test_metadata_lists_bindings_with_capabilities(side: Sidecar) -> None:
                              "capabilities": ["INPUT_BINDING", "OUTPUT_BINDING"]}
     assert comps["outonly"]["capabilities"] == ["OUTPUT_BINDING"]
     assert comps["inonly"]["capabilities"] == ["INPUT_BINDING"]
+    # Without an app and without no-code routing, input events have nowhere to go.
+    assert doc["extended"]["binding.loop.input"].startswith("not read: no app port")
 
 
 async def test_bad_binding_metadata_stops_the_start(start_sidecar: StartSidecar) -> None:
