@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edge_runtime.bindings import memory as bindings_memory
 from edge_runtime.pubsub import memory as pubsub_memory
 from edge_runtime.registry import LazyFactory, Registry
 from edge_runtime.secretstores import env as secret_env
@@ -17,6 +18,7 @@ def builtin_registry() -> Registry:
     r.register("state.in-memory", state_memory.create)
     r.register("pubsub.in-memory", pubsub_memory.create)
     r.register("pubsub.mqtt", LazyFactory("edge_runtime.pubsub.mqtt"), aliases=("pubsub.mqtt3",))
+    r.register("bindings.in-memory", bindings_memory.create)
     r.register("secretstores.local.env", secret_env.create)
     r.register("secretstores.local.file", secret_file.create)
     return r

@@ -123,6 +123,9 @@ PUBSUB_PUBLISH_MESSAGE = ErrorKind(
     "ERR_PUBSUB_PUBLISH_MESSAGE", 500, G.INTERNAL, "DAPR_PUBSUB_PUBLISH_MESSAGE"
 )
 
+# --- output bindings (contract §2.5) -------------------------------------------------------
+INVOKE_OUTPUT_BINDING = ErrorKind("ERR_INVOKE_OUTPUT_BINDING", 500, G.INTERNAL)
+
 # --- secrets (contract §2.10) --------------------------------------------------------------
 SECRET_STORES_NOT_CONFIGURED = ErrorKind(
     "ERR_SECRET_STORES_NOT_CONFIGURED", 500, G.FAILED_PRECONDITION

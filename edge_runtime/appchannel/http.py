@@ -1,4 +1,6 @@
-"""The HTTP channel to the app: subscription discovery and event delivery (contract §3.1-3.2).
+"""The HTTP channel to the app: subscription discovery and event delivery (contract §3.1-3.2),
+input bindings (§3.5: the ``OPTIONS`` probe and event posts, the
+:class:`~edge_runtime.appchannel.BindingTarget` methods).
 
 :class:`HttpAppChannel` keeps one pooled ``httpx.AsyncClient`` (keep-alive to the app; proxy
 settings from the environment are ignored, the app is local). Every call carries
@@ -22,12 +24,15 @@ from edge_runtime.appchannel import (
     AppReply,
     AppStatusError,
     AppUnavailableError,
+    BindingEvent,
     Outcome,
 )
 
 __all__ = [
+    "BINDING_PROBE_TIMEOUT_S",
     "CLOUDEVENTS_JSON",
     "HttpAppChannel",
+    "binding_headers",
     "canonical_header",
     "classify",
     "event_headers",
@@ -36,6 +41,7 @@ __all__ = [
 CLOUDEVENTS_JSON = "application/cloudevents+json"
 TOKEN_HEADER = "dapr-api-token"  # noqa: S105 - a header name, not a secret
 APP_ID_HEADER = "dapr-app-id"
+BINDING_PROBE_TIMEOUT_S = 3.0  # daprd's default dapr.io/app-binding-options-timeout
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +67,23 @@ def _valid(name: str, value: str) -> bool:
     return bool(_TOKEN_CHARS.fullmatch(name)) and not _BAD_VALUE.search(value)
 
 
-def event_headers(metadata: Mapping[str, str], pubsub_name: str) -> dict[str, str]:
-    """The headers for one delivered event: one per broker-metadata entry (lower-cased, then
-    Go-canonicalised), ``Pubsubname``. Content type and length, hop-by-hop names and ``*-bin``
-    keys are skipped, and so is an entry that is not a valid HTTP header."""
+def binding_headers(metadata: Mapping[str, str]) -> dict[str, str]:
+    """One header per metadata entry (lower-cased, then Go-canonicalised). Content type and
+    length, hop-by-hop names and ``*-bin`` keys are skipped, and so is an entry that is not a
+    valid HTTP header. The headers of an input-binding event (contract §3.5)."""
     out: dict[str, str] = {}
     for key, value in metadata.items():
         low = key.lower()
         if low in _SKIPPED or low.endswith("-bin") or not _valid(low, value):
             continue
         out[canonical_header(low)] = value
+    return out
+
+
+def event_headers(metadata: Mapping[str, str], pubsub_name: str) -> dict[str, str]:
+    """The headers for one delivered event: :func:`binding_headers` of the broker metadata,
+    plus ``Pubsubname``."""
+    out = binding_headers(metadata)
     out["Pubsubname"] = pubsub_name
     return out
 
@@ -169,6 +182,29 @@ class HttpAppChannel:
             )
         return reply.body
 
+    async def accepts_binding(self, name: str, route: str) -> bool:
+        """``OPTIONS /{route}`` (``route`` defaults to ``name``) within 3 s: whether the app
+        takes the binding's events (2xx or 405, contract §3.5). Raises
+        :class:`AppUnavailableError` when the app does not answer."""
+        path = route or name
+        reply = await self.request("OPTIONS", path, b"", {}, timeout_s=BINDING_PROBE_TIMEOUT_S)
+        accepted = 200 <= reply.status < 300 or reply.status == 405
+        if not accepted:
+            log.debug("OPTIONS /%s answered %d", path.lstrip("/"), reply.status)
+        return accepted
+
+    async def binding_event(self, event: BindingEvent) -> Outcome:
+        """``POST /{route}`` with the raw payload, ``Content-Type: application/json`` and one
+        header per event-metadata entry (contract §3.5): SUCCESS on 2xx, else RETRY. Raises
+        only :class:`AppUnavailableError`."""
+        path = event.route or event.name
+        reply = await self.post(path, event.data, binding_headers(event.metadata))
+        if 200 <= reply.status < 300:
+            return Outcome.SUCCESS
+        log.info("input binding %s: POST /%s answered %d; the event will be retried",
+                 event.name, path.lstrip("/"), reply.status)
+        return Outcome.RETRY
+
     async def post_event(
         self, path: str, body: bytes, headers: Mapping[str, str] | None = None
     ) -> AppReply:
@@ -187,9 +223,11 @@ class HttpAppChannel:
         return await self.request("POST", path, body, merged)
 
     async def request(
-        self, method: str, path: str, body: bytes, headers: Mapping[str, str]
+        self, method: str, path: str, body: bytes, headers: Mapping[str, str],
+        *, timeout_s: float | None = None,
     ) -> AppReply:
         """One call; headers that are not valid HTTP are left out (and logged at debug).
+        ``timeout_s`` replaces the channel's timeout for this call.
 
         Raises only :class:`AppUnavailableError`.
         """
@@ -204,7 +242,12 @@ class HttpAppChannel:
             sent.append((TOKEN_HEADER.encode(), self._token.encode()))
         url = "/" + path.lstrip("/")
         try:
-            resp = await self._client.request(method, url, content=body, headers=sent)
+            if timeout_s is None:
+                resp = await self._client.request(method, url, content=body, headers=sent)
+            else:
+                resp = await self._client.request(
+                    method, url, content=body, headers=sent, timeout=httpx.Timeout(timeout_s)
+                )
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
             what = type(exc).__name__
             raise AppUnavailableError(

@@ -23,7 +23,9 @@ from edge_runtime.inbox.deliver import (
     Deliverer,
     DropEventError,
     PoisonEventError,
+    RetryEventError,
     RetryLookup,
+    Target,
 )
 from edge_runtime.inbox.resiliency import InboundRetry, inbound_retry
 from edge_runtime.inbox.retry import DEFAULT_RETRY, RetryPolicy
@@ -43,7 +45,9 @@ __all__ = [
     "InboxLimits",
     "InboxRow",
     "PoisonEventError",
+    "RetryEventError",
     "RetryLookup",
     "RetryPolicy",
+    "Target",
     "inbound_retry",
 ]

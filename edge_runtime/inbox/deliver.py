@@ -1,6 +1,8 @@
 """Delivery from the inbox to the app: one task per subscription, retries, dead letters.
 
-:class:`Deliverer` runs one task per subscription key, named ``inbox-deliver:<key>``. Each
+What it delivers for is a :class:`Target`: a pub/sub subscription (``Subscription``), or an input
+binding (``runtime/binding_inputs.py``); below, "subscription" means either.
+:class:`Deliverer` runs one task per target key, named ``inbox-deliver:<key>``. Each
 reads its rows in arrival order and calls the runtime's :data:`Deliver` callable (which
 routes, posts over HTTP or gRPC and maps the reply to an :class:`Outcome`), at most
 ``concurrency`` rows at a time: with the default 1, delivery is ordered per subscription;
@@ -20,6 +22,9 @@ Outcomes:
   dead-lettered as above at once, without retries.
 * :class:`DropEventError` raised by the callable: dropped as a success, like DROP, counted
   under its ``reason`` label (e.g. ``unrouted``: no rule matched and there is no default).
+* :class:`RetryEventError` (or an ``AppChannelError``) raised by the callable: a RETRY with
+  its message as the error, logged without a traceback (any other exception is logged as a
+  bug, with one, and retried too).
 * An expired row (its ``expiration`` passed) is not delivered: counted, logged, dead-lettered
   to the topic when there is one, deleted.
 
@@ -41,6 +46,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 from edge_runtime.appchannel import AppChannelError, Outcome
 from edge_runtime.errors import StorageFullError
@@ -53,7 +59,7 @@ from edge_runtime.observability.metrics import (
     INBOX_EXPIRED,
     INBOX_RETRIES,
 )
-from edge_runtime.subscriptions.model import Subscription
+from edge_runtime.subscriptions.model import BulkSettings
 
 __all__ = [
     "DeadLetter",
@@ -62,33 +68,67 @@ __all__ = [
     "Deliverer",
     "DropEventError",
     "PoisonEventError",
+    "RetryEventError",
     "RetryLookup",
+    "Target",
 ]
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[Subscription, InboxRow], Awaitable[Outcome]]
+
+
+class Target(Protocol):
+    """What the :class:`Deliverer` needs to know about what it delivers for (a pub/sub
+    subscription, an input binding)."""
+
+    @property
+    def key(self) -> str:
+        """The inbox key its rows are stored under."""
+        ...
+
+    @property
+    def component(self) -> str:
+        """The component whose inbound retry policy applies (the :data:`RetryLookup` key)."""
+        ...
+
+    @property
+    def dead_letter_topic(self) -> str | None:
+        """The topic (on the component, a pubsub) that gets what cannot be delivered."""
+        ...
+
+    @property
+    def bulk(self) -> BulkSettings:
+        """Whether rows are delivered in batches, and the batch's bounds."""
+        ...
+
+
+T = TypeVar("T", bound=Target)
+
+Deliver = Callable[[T, InboxRow], Awaitable[Outcome]]
 """Deliver one row to the app and say what happened. Raising counts as RETRY (logged), except
 :class:`PoisonEventError`."""
 
-DeliverBulk = Callable[
-    [Subscription, Sequence[InboxRow]], Awaitable[Mapping[int, Outcome | Exception]]
-]
+DeliverBulk = Callable[[T, Sequence[InboxRow]], Awaitable[Mapping[int, Outcome | Exception]]]
 """Deliver a batch of rows of a bulk subscription; the result maps each row's ``seq`` to its
 outcome, or to the exception a :data:`Deliver` callable would have raised for it
 (:class:`PoisonEventError`, :class:`DropEventError`, ``AppChannelError`` ...). A row left out,
 or the callable raising, counts as RETRY."""
 
-DeadLetter = Callable[[Subscription, InboxRow], Awaitable[None]]
-"""Publish the row's original bytes to ``sub.dead_letter_topic`` on ``sub.pubsub_name``
+DeadLetter = Callable[[T, InboxRow], Awaitable[None]]
+"""Publish the row's original bytes to ``sub.dead_letter_topic`` on ``sub.component``
 (through the durable outbox); return once that is durable. Raising parks the row locally."""
 
 RetryLookup = Callable[[str], RetryPolicy]
-"""The inbound retry policy of a pubsub (by component name)."""
+"""The inbound retry policy of a component (by name: :attr:`Target.component`)."""
 
 
 class PoisonEventError(Exception):
     """Raised by a :data:`Deliver` callable for an event that no retry can deliver."""
+
+
+class RetryEventError(Exception):
+    """Raised by a :data:`Deliver` callable for a failure to try again later (the message is
+    recorded as the row's error)."""
 
 
 class DropEventError(Exception):
@@ -101,14 +141,14 @@ class DropEventError(Exception):
 
 
 @dataclass(slots=True)
-class _Worker:
-    sub: Subscription
+class _Worker(Generic[T]):
+    sub: T
     task: asyncio.Task[None] | None = None
     inflight: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     batch_since: float | None = None  # loop time the pending bulk batch's first row was seen
 
 
-class Deliverer:
+class Deliverer(Generic[T]):
     """Delivers the inbox's rows to the app. Owned by the runtime: :meth:`start`, then
     :meth:`update` when the subscription list changes, :meth:`stop` at shutdown.
 
@@ -119,11 +159,11 @@ class Deliverer:
     def __init__(
         self,
         inbox: Inbox,
-        deliver: Deliver,
+        deliver: Deliver[T],
         *,
         ready: asyncio.Event,
-        dead_letter: DeadLetter | None = None,
-        deliver_bulk: DeliverBulk | None = None,
+        dead_letter: DeadLetter[T] | None = None,
+        deliver_bulk: DeliverBulk[T] | None = None,
         retry: RetryLookup | None = None,
         concurrency: int = 1,
         poll_interval_s: float = 5.0,
@@ -138,7 +178,7 @@ class Deliverer:
         self._concurrency = max(1, concurrency)
         self._poll = poll_interval_s
         self._pause = error_pause_s
-        self._workers: dict[str, _Worker] = {}
+        self._workers: dict[str, _Worker[T]] = {}
         # Rows delivered whose delete has not committed yet, per subscription: ordered
         # delivery moves on without waiting for that fsync (a crash before it commits means
         # one redelivery, which at-least-once allows).
@@ -150,11 +190,11 @@ class Deliverer:
         """The subscription keys being delivered."""
         return list(self._workers)
 
-    async def start(self, subs: Iterable[Subscription]) -> None:
+    async def start(self, subs: Iterable[T]) -> None:
         """Start delivering for ``subs`` (the same as :meth:`update`)."""
         await self.update(subs)
 
-    async def update(self, subs: Iterable[Subscription], deadline_s: float = 5.0) -> None:
+    async def update(self, subs: Iterable[T], deadline_s: float = 5.0) -> None:
         """Deliver for exactly ``subs``: start new keys, take changed routes, stop removed
         keys (their in-flight deliveries get ``deadline_s`` to finish)."""
         wanted = {s.key: s for s in subs}
@@ -164,7 +204,7 @@ class Deliverer:
             if worker is not None:
                 worker.sub = sub
                 continue
-            worker = _Worker(sub)
+            worker = _Worker[T](sub)
             worker.task = asyncio.create_task(self._loop(worker), name=f"inbox-deliver:{key}")
             self._workers[key] = worker
         for worker in gone:
@@ -180,7 +220,7 @@ class Deliverer:
         if self._deletes:
             await asyncio.wait(list(self._deletes), timeout=deadline_s)
 
-    async def _stop_workers(self, workers: list[_Worker], deadline_s: float) -> None:
+    async def _stop_workers(self, workers: list[_Worker[T]], deadline_s: float) -> None:
         loops = [w.task for w in workers if w.task is not None]
         for task in loops:
             task.cancel()
@@ -198,7 +238,7 @@ class Deliverer:
 
     # --- the per-subscription loop -----------------------------------------------------------
 
-    async def _loop(self, w: _Worker) -> None:
+    async def _loop(self, w: _Worker[T]) -> None:
         key = w.sub.key
         wake = self.inbox.waiter(key)
         while True:
@@ -218,7 +258,7 @@ class Deliverer:
                 async with asyncio.timeout(max(timeout, 0.001)):
                     await wake.wait()
 
-    async def _take_rows(self, w: _Worker) -> float:
+    async def _take_rows(self, w: _Worker[T]) -> float:
         """Start delivering the due rows there is room for; the time until one may be due."""
         key = w.sub.key
         timeout = self._poll
@@ -242,7 +282,7 @@ class Deliverer:
             free -= 1
         return timeout
 
-    async def _take_batch(self, w: _Worker) -> float:
+    async def _take_batch(self, w: _Worker[T]) -> float:
         """Start a bulk batch once it is full or has waited ``max_await_ms``; else how long
         to wait. One batch is in flight at a time (its end wakes the loop)."""
         if w.inflight:
@@ -277,14 +317,14 @@ class Deliverer:
             w.inflight[row.seq] = task
         return self._poll
 
-    async def _handle(self, w: _Worker, row: InboxRow) -> None:
+    async def _handle(self, w: _Worker[T], row: InboxRow) -> None:
         try:
             await self._guarded(row, self._process(w.sub, row))
         finally:
             w.inflight.pop(row.seq, None)
             self.inbox.waiter(row.sub_key).set()
 
-    async def _handle_batch(self, w: _Worker, rows: Sequence[InboxRow]) -> None:
+    async def _handle_batch(self, w: _Worker[T], rows: Sequence[InboxRow]) -> None:
         sub = w.sub
         try:
             live = []
@@ -339,7 +379,7 @@ class Deliverer:
             log.exception("inbox: handling event %d of %s failed", row.seq, row.sub_key)
             await asyncio.sleep(self._pause)
 
-    async def _process(self, sub: Subscription, row: InboxRow) -> None:
+    async def _process(self, sub: T, row: InboxRow) -> None:
         if self.inbox.expired(row):
             await self._expire(sub, row)
             return
@@ -349,13 +389,13 @@ class Deliverer:
             result = exc
         await self._settle(sub, row, result)
 
-    async def _expire(self, sub: Subscription, row: InboxRow) -> None:
+    async def _expire(self, sub: T, row: InboxRow) -> None:
         INBOX_EXPIRED.labels(subscription=sub.key).inc()
         log.warning("inbox: event %s of %s expired before delivery; dropped",
                     _describe(row), sub.key)
         await self._drop(sub, row, "expired before delivery")
 
-    async def _settle(self, sub: Subscription, row: InboxRow, result: Outcome | Exception) -> None:
+    async def _settle(self, sub: T, row: InboxRow, result: Outcome | Exception) -> None:
         """Act on a delivery's outcome, or on the exception the delivery raised."""
         key = sub.key
         error = "the app asked to retry"
@@ -369,7 +409,7 @@ class Deliverer:
             log.warning("inbox: event %s of %s dropped: %s", _describe(row), key, result)
             await self._drop(sub, row, str(result))
             return
-        if isinstance(result, AppChannelError):
+        if isinstance(result, (AppChannelError, RetryEventError)):
             outcome, error = Outcome.RETRY, str(result)
         elif isinstance(result, Exception):  # any failure of the callable is a retry (logged)
             log.error("inbox: delivering event %s of %s failed", _describe(row), key,
@@ -387,9 +427,9 @@ class Deliverer:
         else:
             await self._failed(sub, row, error)
 
-    async def _failed(self, sub: Subscription, row: InboxRow, error: str) -> None:
+    async def _failed(self, sub: T, row: InboxRow, error: str) -> None:
         failures = row.attempts + 1
-        policy = self._retry(sub.pubsub_name)
+        policy = self._retry(sub.component)
         if policy.exhausted(failures):
             reason = (f"retries exhausted: {failures} attempts"
                       f" (retry policy {policy.name or policy.kind})")
@@ -401,7 +441,7 @@ class Deliverer:
                  _describe(row), sub.key, error, failures + 1, delay)
         await self.inbox.reschedule(row, attempts=failures, delay_s=delay, error=error)
 
-    async def _drop(self, sub: Subscription, row: InboxRow, reason: str) -> None:
+    async def _drop(self, sub: T, row: InboxRow, reason: str) -> None:
         """Delete the row, publishing it to the dead-letter topic first when there is one."""
         if sub.dead_letter_topic:
             await self._give_up(sub, row, reason, row.attempts, row.last_error)
@@ -409,7 +449,7 @@ class Deliverer:
             await self.inbox.complete(row)
 
     async def _give_up(
-        self, sub: Subscription, row: InboxRow, reason: str, attempts: int, error: str | None
+        self, sub: T, row: InboxRow, reason: str, attempts: int, error: str | None
     ) -> None:
         """Dead-letter the row: to the topic when set (and publishable), else locally."""
         key = sub.key

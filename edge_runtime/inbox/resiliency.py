@@ -1,11 +1,13 @@
-"""Inbound retry policies for pub/sub delivery from ``kind: Resiliency`` resources (§7).
+"""Inbound retry policies for pub/sub and input-binding delivery from ``kind: Resiliency``
+resources (§7).
 
 Reads ``spec.policies.retries`` and ``spec.targets.components.<pubsub>.inbound.retry`` of every
 ``Resiliency`` document in scope for the app (top-level ``scopes``; empty = every app). Policy
 names are global across documents, as Dapr merges them. A pubsub with no target gets the first
 defined of ``DefaultPubsubComponentInboundRetryPolicy``, ``DefaultComponentInboundRetryPolicy``,
 ``DefaultComponentRetryPolicy``, ``DefaultRetryPolicy``; with none, our default
-(:data:`~edge_runtime.inbox.retry.DEFAULT_RETRY`).
+(:data:`~edge_runtime.inbox.retry.DEFAULT_RETRY`). An input binding likewise, with
+``DefaultBindingComponentInboundRetryPolicy`` first.
 
 A retry policy: ``policy`` ``constant`` (default) or ``exponential``; ``duration`` (constant,
 default 5s); ``maxInterval`` (exponential, default 60s); ``maxRetries`` (default -1 =
@@ -26,7 +28,7 @@ from edge_runtime.config.metadata import parse_duration
 from edge_runtime.inbox.retry import DEFAULT_RETRY, RetryPolicy
 from edge_runtime.subscriptions.yamlmarks import Marks, PathPart
 
-__all__ = ["DEFAULT_POLICY_NAMES", "InboundRetry", "inbound_retry"]
+__all__ = ["BINDING_DEFAULT_POLICY_NAMES", "DEFAULT_POLICY_NAMES", "InboundRetry", "inbound_retry"]
 
 API_VERSION = "dapr.io/v1alpha1"
 DEFAULT_POLICY_NAMES = (
@@ -34,6 +36,10 @@ DEFAULT_POLICY_NAMES = (
     "DefaultComponentInboundRetryPolicy",
     "DefaultComponentRetryPolicy",
     "DefaultRetryPolicy",
+)
+BINDING_DEFAULT_POLICY_NAMES = (
+    "DefaultBindingComponentInboundRetryPolicy",
+    *DEFAULT_POLICY_NAMES[1:],
 )
 _POLICY_KEYS = ("policy", "duration", "maxinterval", "maxretries", "matching")
 
@@ -45,10 +51,16 @@ class InboundRetry:
 
     by_pubsub: Mapping[str, RetryPolicy] = field(default_factory=dict)
     default: RetryPolicy = DEFAULT_RETRY
+    binding_default: RetryPolicy = DEFAULT_RETRY
 
     def for_pubsub(self, name: str) -> RetryPolicy:
         """The policy targeted at pubsub ``name``, else the default."""
         return self.by_pubsub.get(name, self.default)
+
+    def for_binding(self, name: str) -> RetryPolicy:
+        """The policy targeted at input binding ``name``, else the bindings' default.
+        (``by_pubsub`` holds every component target, bindings included.)"""
+        return self.by_pubsub.get(name, self.binding_default)
 
 
 def _fold(value: Any) -> dict[str, Any] | None:
@@ -198,4 +210,7 @@ def inbound_retry(
             by_pubsub[str(comp)] = policies[ref][0]
     default = next((policies[n][0] for n in DEFAULT_POLICY_NAMES if n in policies),
                    DEFAULT_RETRY)
-    return InboundRetry(by_pubsub, default), problems
+    binding_default = next(
+        (policies[n][0] for n in BINDING_DEFAULT_POLICY_NAMES if n in policies), DEFAULT_RETRY
+    )
+    return InboundRetry(by_pubsub, default, binding_default), problems

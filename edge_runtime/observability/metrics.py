@@ -238,3 +238,26 @@ INBOX_SEEN_PRUNED = Counter(
     "Dedup ids forgotten by age or by the per-subscription count limit.",
     registry=REGISTRY,
 )
+
+# --- bindings (edge_runtime.bindings, api/bindings.py, runtime/binding_inputs.py) ----------
+# Input events share the inbox metrics above under the key ``binding:<name>``.
+BINDING_INVOCATIONS = Counter(
+    "edge_runtime_binding_invocations",
+    "Output binding invocations by binding, operation and result (success, failure).",
+    ["binding", "operation", "result"],
+    registry=REGISTRY,
+)
+BINDING_EVENTS_NOT_STORED = Counter(
+    "edge_runtime_binding_events_not_stored",
+    "Input binding events the inbox could not commit (the binding was told; a source that"
+    " cannot redeliver counts its own drop).",
+    ["binding"],
+    registry=REGISTRY,
+)
+BINDING_EVENTS_DECLINED = Counter(
+    "edge_runtime_binding_events_declined",
+    "Input binding events parked as dead letters because the app declined the binding"
+    " (its OPTIONS probe failed) after they were committed.",
+    ["binding"],
+    registry=REGISTRY,
+)

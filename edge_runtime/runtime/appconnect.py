@@ -43,8 +43,8 @@ class AppConnection:
     (``discover`` returns them and the problems found; it raises ``AppChannelError``)."""
 
     channel: AppChannelKind
-    deliver: Deliver
-    deliver_bulk: DeliverBulk
+    deliver: Deliver[Subscription]
+    deliver_bulk: DeliverBulk[Subscription]
     discover: Discover
 
 

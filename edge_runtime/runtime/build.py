@@ -13,6 +13,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from edge_runtime.bindings import parse_options
 from edge_runtime.config.manifest import ComponentManifest
 from edge_runtime.config.metadata import MetadataError
 from edge_runtime.config.resolve import in_scope, resolve_metadata
@@ -24,7 +25,14 @@ from edge_runtime.outbox.relay import Relay
 from edge_runtime.outbox.store import Outbox, Row
 from edge_runtime.pubsub import Message, PubSub
 from edge_runtime.registry import ComponentContext, Registry, UnknownComponentTypeError
-from edge_runtime.runtime.compstore import CompStore, Loaded, PubSubComponent, StateComponent
+from edge_runtime.runtime.compstore import (
+    BindingComponent,
+    CompStore,
+    Loaded,
+    PubSubComponent,
+    StateComponent,
+    binding_capabilities,
+)
 from edge_runtime.secretstores import secret_getter
 from edge_runtime.state.keys import KeyPrefix
 from edge_runtime.support.disk import DiskBudget
@@ -116,6 +124,9 @@ class Builder:
         registration = self.registry.lookup(manifest.type, manifest.version)
         ctx = self._context(manifest)
         instance = registration.factory(ctx)
+        options = parse_options(manifest, ctx.metadata) if manifest.block == "bindings" else None
+        if options is not None and not binding_capabilities(instance, options):
+            raise ComponentError("it has no input or output side that its direction allows")
         relay = await self._with_outbox(ctx, instance) if manifest.block == "pubsub" else None
         if relay is not None and self.before_connect is not None:
             # Handlers exist before CONNECT, so a persistent session's queue is not lost.
@@ -131,6 +142,10 @@ class Builder:
             self.relays.append(relay)
         elif manifest.block == "secretstores":
             self.components.secrets[manifest.name] = instance
+        elif options is not None:
+            binding = BindingComponent(loaded, instance, options)
+            loaded.capabilities = binding.capabilities
+            self.components.bindings[manifest.name] = binding
         self.components.add(loaded)
         log.info("component loaded: %s", manifest.describe())
 

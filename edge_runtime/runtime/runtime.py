@@ -18,6 +18,8 @@ import time
 from typing import Any
 
 from edge_runtime import __version__
+from edge_runtime.api.bindings import OutputBindings
+from edge_runtime.api.http import bindings as http_bindings
 from edge_runtime.api.http import meta as http_meta
 from edge_runtime.api.http import publish as http_publish
 from edge_runtime.api.http import state as http_state
@@ -33,6 +35,7 @@ from edge_runtime.observability import metrics
 from edge_runtime.outbox.store import open_database
 from edge_runtime.registry import Registry
 from edge_runtime.runtime.app_process import AppProcess, app_env, wait_for_port
+from edge_runtime.runtime.binding_inputs import BindingInputs
 from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
 from edge_runtime.runtime.subscribing import SubscribeError, Subscriptions
 from edge_runtime.support import systemd
@@ -77,6 +80,7 @@ class Runtime:
         self._outbox_db: Database | None = None
         self.subscriptions: Subscriptions | None = None
         self.builder: Builder | None = None
+        self.binding_inputs: BindingInputs | None = None
 
     # ----------------------------------------------------------------- public
     def request_shutdown(self, force: bool = False) -> None:
@@ -148,6 +152,12 @@ class Runtime:
         self.view.components_ready = True
         self.core = Universal(self.view, components, self.request_shutdown)
         self.publisher = Publisher(self.view, components)
+        self.binding_inputs = BindingInputs(
+            s, components, self.subscriptions.inbox, resources.others,
+            channel=self.subscriptions.channel, publisher=self.publisher, core=self.core,
+            view=self.view,
+        )
+        await self.binding_inputs.start()
         await self._open_ports()
         self._write_runtime_json()
         systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {self.view.ports['http']}")
@@ -160,6 +170,7 @@ class Runtime:
         api = HttpApp(
             http_state.routes(self.core)
             + http_publish.routes(self.publisher)
+            + http_bindings.routes(OutputBindings(self.core.components))
             + http_meta.routes(self.core),
             max_body_size=s.max_body_size,
             api_token=s.api_token,
@@ -260,6 +271,8 @@ class Runtime:
         await wait_for_port(s.app_channel_address, s.app_port)
         if self.subscriptions is not None:
             await self.subscriptions.app_is_ready()
+        if self.binding_inputs is not None:
+            await self.binding_inputs.app_is_ready()
         self.view.app_ready = True
         log.info("the app is listening on %s:%d", s.app_channel_address, s.app_port)
 
@@ -300,6 +313,8 @@ class Runtime:
                 await relay.stop()
         if self.subscriptions is not None:
             await self.subscriptions.stop_delivery()
+        if self.binding_inputs is not None:
+            await self.binding_inputs.stop()
         if self.builder is not None:
             await self.builder.close_all()  # brokers disconnect: no more inbox writes
         if self.subscriptions is not None:

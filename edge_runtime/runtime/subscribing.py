@@ -60,7 +60,7 @@ class Subscriptions:
         self.active: list[Subscription] = []
         self.channel: AppChannelKind | None = None  # HTTP or gRPC, by --app-protocol
         self._discover: Discover | None = None
-        self.deliverer: Deliverer | None = None
+        self.deliverer: Deliverer[Subscription] | None = None
         self._subscribed: dict[tuple[str, str], Subscription] = {}
 
     async def open(self) -> None:

@@ -87,6 +87,11 @@ class Subscription:
         return subscription_key(self.pubsub_name, self.topic)
 
     @property
+    def component(self) -> str:
+        """The pubsub: the component whose inbound retry policy applies to delivery."""
+        return self.pubsub_name
+
+    @property
     def raw_payload(self) -> bool:
         """Whether ``metadata.rawPayload`` is true (case-insensitive key, as Dapr reads it)."""
         for k, v in self.metadata.items():

@@ -35,17 +35,20 @@ Respond = Callable[[Request], Awaitable[Reply] | Reply]
 
 
 class AppServer:
-    """``async with AppServer(respond) as app:`` then ``app.port``; ``app.requests``."""
+    """``async with AppServer(respond) as app:`` then ``app.port``; ``app.requests``.
 
-    def __init__(self, respond: Respond | None = None) -> None:
+    ``port`` 0 picks a free one; a given port lets a test start the app late on the port a
+    sidecar already waits for."""
+
+    def __init__(self, respond: Respond | None = None, port: int = 0) -> None:
         self.respond: Respond = respond or (lambda _r: Reply())
         self.requests: list[Request] = []
-        self.port = 0
+        self.port = port
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> AppServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -12,10 +12,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from dapr.proto.runtime.v1 import dapr_pb2_grpc, metadata_pb2, state_pb2
+from dapr.proto.runtime.v1 import binding_pb2, dapr_pb2_grpc, metadata_pb2, state_pb2
 from google.protobuf import empty_pb2
 
 from edge_runtime import errors as E
+from edge_runtime.api.bindings import OutputBindings
 from edge_runtime.api.grpc.errors import handled
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import StateItem, TransactionOp, Universal
@@ -55,6 +56,23 @@ def state_item(item: Any, *, need_value: bool = True) -> StateItem:
         concurrency=_CONCURRENCY.get(options.concurrency, "") if options else "",
         consistency=_CONSISTENCY.get(options.consistency, "") if options else "",
     )
+
+
+def call_metadata(pairs: Any) -> dict[str, str]:
+    """Incoming gRPC metadata as binding metadata (contract §2.5): gRPC's reserved names get a
+    ``dapr-`` prefix (``:authority`` → ``dapr-authority``, ``grpc-timeout`` →
+    ``dapr-grpc-timeout``); binary (``-bin``) values and the API token are left out."""
+    out: dict[str, str] = {}
+    for key, value in pairs or ():
+        name = key.lower()
+        if name.endswith("-bin") or name == "dapr-api-token" or not isinstance(value, str):
+            continue
+        if name.startswith(":"):
+            name = "dapr-" + name[1:]
+        elif name.startswith("grpc-"):
+            name = "dapr-" + name
+        out.setdefault(name, value)
+    return out
 
 
 def _subscription_type(name: str) -> Any:
@@ -116,9 +134,12 @@ def metadata_response(doc: Mapping[str, Any]) -> Any:
 class DaprServicer(dapr_pb2_grpc.DaprServicer):
     """The implemented slice of the Dapr service."""
 
-    def __init__(self, core: Universal, publisher: Publisher) -> None:
+    def __init__(
+        self, core: Universal, publisher: Publisher, *, bindings: OutputBindings | None = None
+    ) -> None:
         self.core = core
         self.publisher = publisher
+        self.bindings = bindings or OutputBindings(core.components)
 
     # ----------------------------------------------------------------- state
     @handled
@@ -199,6 +220,19 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
             dict(request.metadata),
         )
         return empty_pb2.Empty()
+
+    # -------------------------------------------------------------- bindings
+    @handled
+    async def InvokeBinding(self, request: Any, context: Any) -> Any:  # noqa: N802
+        metadata = dict(request.metadata)
+        for key, value in call_metadata(context.invocation_metadata()).items():
+            metadata.setdefault(key, value)  # explicit keys win
+        result = await self.bindings.invoke(
+            request.name, request.operation, bytes(request.data), metadata
+        )
+        if result is None:
+            return binding_pb2.InvokeBindingResponse()
+        return binding_pb2.InvokeBindingResponse(data=result.data, metadata=dict(result.metadata))
 
     # ---------------------------------------------- metadata and shutdown
     @handled
