@@ -30,6 +30,7 @@ from edge_runtime.config.metadata import (
     decode,
 )
 from edge_runtime.config.resolve import expand_tokens, in_scope
+from edge_runtime.outbox.limits import OutboxMetadata
 from edge_runtime.registry import Registry, UnknownComponentTypeError
 
 _PLACEHOLDER_APP_ID = "app"
@@ -74,8 +75,10 @@ def _type_problems(
     except UnknownComponentTypeError as e:
         field = "spec.version"
         return [ConfigProblem(comp.mark_of(field), str(e), comp.describe(), field)]
-    cls = declared_metadata(reg.factory)
-    if cls is None:
+    # Pub/sub components also carry the runtime's outbox settings (maxMessages, durability...).
+    classes = [c for c in (declared_metadata(reg.factory),
+                           OutboxMetadata if comp.block == "pubsub" else None) if c is not None]
+    if not classes:
         return []
     known: list[Value] = []
     unresolved: list[str] = []
@@ -86,11 +89,13 @@ def _type_problems(
             known.append(Value(item.name, text, item.mark))
         else:
             unresolved.append(item.name)
-    try:
-        decode(cls, ResolvedMetadata(known), comp, unresolved=unresolved)
-    except MetadataError as e:
-        return list(e.problems)
-    return []
+    problems: list[ConfigProblem] = []
+    for c in classes:
+        try:
+            decode(c, ResolvedMetadata(known), comp, unresolved=unresolved)
+        except MetadataError as e:
+            problems += e.problems
+    return problems
 
 
 def _secret_store_problems(

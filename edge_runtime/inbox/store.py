@@ -292,7 +292,8 @@ class Inbox:
             ).fetchone()
             return int(found[0]) if found else 0
 
-        left = await self._guard(self.db.write(unit), "delete")
+        # No fsync: a completion lost in a power cut means one more delivery (at least once).
+        left = await self._guard(self.db.write(unit, durable=False), "delete")
         INBOX_BACKLOG.labels(subscription=row.sub_key).set(left)
 
     async def reschedule(
@@ -309,7 +310,7 @@ class Inbox:
                 " WHERE seq = ?", (attempts, boot, next_ms, wall, error[:2000], row.seq),
             )
 
-        await self._guard(self.db.write(unit), "reschedule")
+        await self._guard(self.db.write(unit, durable=False), "reschedule")
 
     async def park(
         self, row: InboxRow, *, reason: str, error: str | None, attempts: int

@@ -110,9 +110,10 @@ class Outbox:
 
     def __init__(
         self, db: Database, relay: str, limits: OutboxLimits | None = None,
-        *, monotonic: Callable[[], float] = time.monotonic,
+        *, monotonic: Callable[[], float] = time.monotonic, durable: bool | None = None,
     ) -> None:
         self.db = db
+        self.durable = durable  # None: the database's durability
         self.relay = relay
         self.table = table_name(relay)
         self.limits = limits or OutboxLimits()
@@ -168,7 +169,7 @@ class Outbox:
         drop = self._reserve(n, size)
         try:
             seqs, dropped, dropped_bytes = await self.db.write(
-                lambda conn: self._insert(conn, items, drop), size=size
+                lambda conn: self._insert(conn, items, drop), size=size, durable=self.durable
             )
         except BaseException:
             self.count -= n
@@ -261,6 +262,7 @@ class Outbox:
             return n, size
 
         # Rows already dropped (dropOldest) are not counted twice.
-        n, size = await self.db.write(delete)
+        # No fsync needed: a delete lost in a power cut only means a resend (at least once).
+        n, size = await self.db.write(delete, durable=False)
         self.count -= n
         self.bytes -= size

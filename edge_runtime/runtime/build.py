@@ -153,7 +153,8 @@ class Builder:
         """A pub/sub component's outbox table and relay (the runtime starts the relay)."""
         assert self.outbox_db is not None, "the outbox database opens before components"
         settings = outbox_metadata(ctx.metadata, ctx.manifest)
-        outbox = Outbox(self.outbox_db, f"pubsub:{ctx.manifest.name}", settings.limits())
+        outbox = Outbox(self.outbox_db, f"pubsub:{ctx.manifest.name}", settings.limits(),
+                        durable=settings.durable)
         await outbox.open()
 
         async def send(row: Row) -> None:

@@ -125,6 +125,8 @@ class Database:
         self._writer = GroupCommitWriter(
             opened.writer, name=self.name, commit_window_ms=self.commit_window_ms,
             disk_budget=self.disk_budget, lock=self._shared,
+            durable=(self.options.durability == "full") if self.options.path is not None
+            and not self.options.read_only else None,
         )
         self._writer.start()
         self._reader = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-reader-{self.name}")
@@ -151,14 +153,19 @@ class Database:
             self._wconn.close()
         self._wconn = self._rconn = None
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T], *, size: int = 0) -> T:
+    async def write(
+        self, fn: Callable[[sqlite3.Connection], T], *, size: int = 0,
+        durable: bool | None = None,
+    ) -> T:
         """Run ``fn`` on the writer inside a group-committed transaction; return after COMMIT.
 
         ``fn`` runs in its own savepoint: if it raises, only its changes are rolled back and
         its exception is raised here. ``size`` estimates the bytes ``fn`` adds, for the disk
-        budget (0: no check, e.g. for deletes). See :mod:`edge_runtime.support.sqlitewriter`.
+        budget (0: no check, e.g. for deletes). ``durable`` overrides the database's
+        durability for this unit (``False``: no fsync needed, e.g. deletes whose loss only
+        means a resend). See :mod:`edge_runtime.support.sqlitewriter`.
         """
-        return await self.writer.submit(fn, size)
+        return await self.writer.submit(fn, size, durable)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the read connection; it sees only committed data.

@@ -82,6 +82,7 @@ class _Job:
     size: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    durable: bool
 
 
 _Outcome = tuple[_Job, Any, BaseException | None]
@@ -105,8 +106,12 @@ class GroupCommitWriter:
         disk_budget: DiskBudget | None = None,
         lock: threading.Lock | None = None,
         max_batch: int = MAX_BATCH,
+        durable: bool | None = None,
     ) -> None:
         self._conn = conn
+        # None: the connection's synchronous setting is left alone (in-memory databases).
+        self.durable = durable
+        self._synchronous_full = durable
         self.name = name
         self._window_s = max(0.0, commit_window_ms) / 1000.0
         self._budget = disk_budget
@@ -125,19 +130,24 @@ class GroupCommitWriter:
         """Start the thread (once)."""
         self._thread.start()
 
-    def submit(self, fn: Unit[T], size: int = 0) -> asyncio.Future[T]:
+    def submit(self, fn: Unit[T], size: int = 0, durable: bool | None = None) -> asyncio.Future[T]:
         """Queue ``fn``; the returned future resolves after the batch holding it committed.
 
         ``size`` estimates the bytes the unit adds (checked against the disk budget; 0 skips the
-        check, so deletes still work on a full disk). Raises :class:`DBError` once stopping.
-        Must be called on the running loop that will await the future.
+        check, so deletes still work on a full disk). ``durable`` overrides the database's
+        durability for this unit: ``True`` has its batch fsynced at commit (``synchronous =
+        FULL``), ``False`` lets it commit without an fsync (``NORMAL``: it survives a crash of
+        the process, not a power cut). A batch is fsynced when any unit in it asks for it.
+        Raises :class:`DBError` once stopping. Must be called on the running loop that will
+        await the future.
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         with self._state:
             if self._stopping:
                 raise DBError(f"database {self.name!r} is closed")
-            self._queue.put(_Job(fn, size, loop, fut))
+            self._queue.put(_Job(fn, size, loop, fut,
+                                 bool(self.durable) if durable is None else durable))
         return fut
 
     def stop(self) -> None:
@@ -204,6 +214,11 @@ class GroupCommitWriter:
         """Run ``jobs`` in one transaction; return outcomes and jobs left for a fresh one."""
         conn = self._conn
         try:
+            if self.durable is not None:
+                full = any(job.durable for job in jobs)
+                if full != self._synchronous_full:
+                    conn.execute(f"PRAGMA synchronous = {'FULL' if full else 'NORMAL'}")
+                    self._synchronous_full = full
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             err = translate(exc, db=self.name)

@@ -149,6 +149,19 @@ def test_bad_values_unknown_types_sorted_by_file_and_line(
     ]
 
 
+def test_outbox_settings_of_a_pubsub(folder: Path, registry: Registry) -> None:
+    write(folder, "p.yaml", component(
+        "p", "pubsub.plain", "  - {name: durability, value: sometimes}",
+        "  - {name: onFull, value: dropOldest}", "  - {name: maxMessages, value: none}",
+    ))
+    assert run(folder, registry) == [
+        ("components/p.yaml:8: component 'p' (pubsub.plain): field 'spec.metadata.durability': "
+         "expected one of full, normal, got 'sometimes'"),
+        ("components/p.yaml:10: component 'p' (pubsub.plain): field 'spec.metadata.maxMessages': "
+         "expected a whole number of at least 1, got 'none'"),
+    ]
+
+
 def test_env_and_secret_values_are_not_needed(folder: Path, registry: Registry) -> None:
     write(folder, "stores.yaml", STORES)
     write(folder, "state.yaml", component(

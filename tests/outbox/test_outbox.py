@@ -49,6 +49,28 @@ async def test_append_claim_ack_in_order(db: Database) -> None:
     assert box.count == 3
 
 
+async def test_durability_per_outbox_and_deletes_without_fsync(db: Database) -> None:
+    seen: list[tuple[str, int]] = []
+    real = db.write
+
+    async def spy(fn, *, size=0, durable=None):  # type: ignore[no-untyped-def]
+        def unit(conn):  # type: ignore[no-untyped-def]
+            seen.append((getattr(fn, "__name__", "?"), conn.execute("PRAGMA synchronous")
+                         .fetchone()[0]))
+            return fn(conn)
+
+        return await real(unit, size=size, durable=durable)
+
+    db.write = spy  # type: ignore[method-assign]
+    normal = await make(db, durable=False)
+    full = await make(db)
+    await normal.append([Item("t", b"a")])
+    await full.append([Item("t", b"b")])
+    rows = await full.claim(0, 10)
+    await full.ack(rows)
+    assert [s for _, s in seen[-3:]] == [1, 2, 1]  # normal append, full append, delete
+
+
 async def test_sizes_survive_reopen(tmp_path: Path) -> None:
     first = open_database(tmp_path / "o.db")
     await first.open()

@@ -185,6 +185,34 @@ class TestFile:
         finally:
             await d.close()
 
+    async def test_per_unit_durability_switches_the_batch(self, db: Database) -> None:
+        def sync(c: sqlite3.Connection) -> int:
+            return int(c.execute("PRAGMA synchronous").fetchone()[0])
+
+        # The database is FULL (2); a unit may ask for no fsync (NORMAL, 1) or for one.
+        assert await db.write(sync) == 2
+        assert await db.write(sync, durable=False) == 1
+        assert await db.write(sync) == 2
+        # A batch holding one durable unit is fsynced as a whole.
+        gate = threading.Event()
+        blocker = asyncio.ensure_future(db.write(lambda c: gate.wait(5)))
+        await asyncio.sleep(0.05)
+        mixed = [asyncio.ensure_future(db.write(sync, durable=d)) for d in (False, True, False)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await blocker
+        assert [await f for f in mixed] == [2, 2, 2]
+
+    async def test_normal_database_may_fsync_one_unit(self, tmp_path: Path) -> None:
+        d = Database(tmp_path / "n.db", name="n2", migrations=SCHEMA, durability="normal")
+        await d.open()
+        try:
+            assert await d.write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 1
+            assert await d.write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0],
+                                 durable=True) == 2
+        finally:
+            await d.close()
+
     async def test_epoch_is_made_once(self, tmp_path: Path) -> None:
         epochs = []
         for _ in range(2):
