@@ -59,6 +59,11 @@ class Relay:
                 await self._task
             self._task = None
         await self._flush_acks()
+        try:
+            await self.outbox.checkpoint()  # TTLs keep their remaining time across a reboot
+        except Exception as exc:  # noqa: BLE001 - at worst a TTL restarts after a reboot
+            log.warning("outbox %s: could not checkpoint the TTL clock: %s",
+                        self.outbox.relay, exc)
 
     async def _run(self) -> None:
         while True:

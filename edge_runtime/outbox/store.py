@@ -8,9 +8,11 @@ every query walks the primary key, so an outbox holding a million rows appends a
 empty one.
 
 Message TTL is kept as a deadline on the monotonic clock plus the boot id (DESIGN.md §5), so a
-wall-clock jump neither expires nor immortalises a message. After a reboot the monotonic clock
-restarts: rows from an earlier boot get their full TTL again from the moment they are read
-(documented: a reboot can extend a message's life by at most its TTL, never shorten it).
+wall-clock jump neither expires nor immortalises a message. The monotonic time is checkpointed
+with the boot id (at most every ``CHECKPOINT_S`` while in use, and at close); after a reboot a
+row keeps the time it had left at the last checkpoint, counted from the new boot, as the inbox
+does: time powered off does not count, and a power cut can extend a message's life by at most
+the checkpoint interval. Rows of a boot with no checkpoint get their full TTL again.
 
 Limits (DESIGN.md §5): ``max_messages``, ``max_bytes``; when full, ``reject`` raises
 :class:`OutboxFullError` and touches nothing already accepted; ``dropOldest`` deletes the oldest
@@ -32,12 +34,13 @@ from typing import Literal
 
 from edge_runtime.observability.metrics import OUTBOX_APPENDED, OUTBOX_DROPPED
 from edge_runtime.support.bootid import read_boot_id
-from edge_runtime.support.sqlitedb import Database, Migration
+from edge_runtime.support.sqlitedb import Database, Migration, get_meta, set_meta
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[^A-Za-z0-9_]")
 _ROW_OVERHEAD = 64
+CHECKPOINT_S = 30.0
 
 
 class OutboxFullError(Exception):
@@ -132,6 +135,8 @@ class Outbox:
             " WHERE seq > ? ORDER BY seq LIMIT ?"
         )
         self._sql_oldest = f"SELECT seq, size FROM {t} ORDER BY seq LIMIT ?"
+        self._checkpoint_key = f"ttl_checkpoint:{self.table}"
+        self._checkpointed = float("-inf")
 
     async def open(self) -> None:
         """Create the table if new, read the backlog's size once (the only full scan) and
@@ -149,14 +154,41 @@ class Outbox:
             log.info("outbox %s: %d message(s), %d bytes waiting from before", self.relay,
                      self.count, self.bytes)
 
-        def rebase(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                f'UPDATE "{self.table}" SET boot_id = ?, deadline = ? + ttl_s'
-                " WHERE ttl_s IS NOT NULL AND boot_id IS NOT ?",
-                (_BOOT_ID, self._mono(), _BOOT_ID),
-            )
+        await self.db.write(self._rebase)
 
-        await self.db.write(rebase)
+    def _rebase(self, conn: sqlite3.Connection) -> None:
+        now, t = self._mono(), f'"{self.table}"'
+        mark = get_meta(conn, self._checkpoint_key)
+        if mark is not None:
+            old_boot, _, old_mono = mark.rpartition(" ")
+            if old_boot != _BOOT_ID:
+                # What was left at the last checkpoint of that boot, counted from now.
+                conn.execute(
+                    f"UPDATE {t} SET deadline = ? + MAX(0, deadline - ?), boot_id = ?"
+                    " WHERE ttl_s IS NOT NULL AND boot_id = ?",
+                    (now, float(old_mono), _BOOT_ID, old_boot),
+                )
+        conn.execute(
+            f"UPDATE {t} SET boot_id = ?, deadline = ? + ttl_s"
+            " WHERE ttl_s IS NOT NULL AND boot_id IS NOT ?",
+            (_BOOT_ID, now, _BOOT_ID),
+        )
+        self._checkpoint(conn)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Record this boot's monotonic time (what TTLs are measured on) in ``_meta``."""
+        mono = self._mono()
+        set_meta(conn, self._checkpoint_key, f"{_BOOT_ID} {mono!r}")
+        self._checkpointed = mono
+
+    def _maybe_checkpoint(self, conn: sqlite3.Connection) -> None:
+        if self._mono() - self._checkpointed >= CHECKPOINT_S:
+            self._checkpoint(conn)
+
+    async def checkpoint(self) -> None:
+        """Record the monotonic time now (call at close; appends and deletes also do it at
+        most every ``CHECKPOINT_S``)."""
+        await self.db.write(self._checkpoint, durable=False)
 
     async def append(self, items: Sequence[Item]) -> list[int]:
         """Store ``items`` durably, in order; their sequence numbers.
@@ -216,6 +248,7 @@ class Outbox:
                 break
             dropped += len(oldest)
             dropped_bytes += sum(r[0] for r in oldest)
+        self._maybe_checkpoint(conn)
         now, mono = time.time(), self._mono()
         seqs = []
         for item in items:
@@ -251,6 +284,7 @@ class Outbox:
         seqs = [r.seq for r in rows]
 
         def delete(conn: sqlite3.Connection) -> tuple[int, int]:
+            self._maybe_checkpoint(conn)
             n = size = 0
             for i in range(0, len(seqs), 500):
                 chunk = seqs[i:i + 500]

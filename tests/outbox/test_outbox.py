@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.outbox import store
 from edge_runtime.outbox.relay import Relay
 from edge_runtime.outbox.store import (
     Item,
@@ -120,6 +121,42 @@ async def test_ttl_uses_the_monotonic_clock(db: Database) -> None:
     assert [r.expired for r in await box.claim(0, 10)] == [False, False]
     now[0] += 11
     assert [r.expired for r in await box.claim(0, 10)] == [True, False]
+
+
+async def test_ttl_keeps_its_remaining_time_across_a_reboot(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(store, "_BOOT_ID", "boot-a")
+    box = await make(db, monotonic=lambda: now[0])
+    await box.append([Item("t", b"m", ttl_s=100)])  # deadline 1100 on boot a
+    now[0] = 1040.0
+    await box.checkpoint()  # 60 s left at the last checkpoint
+    # Reboot: a new boot id, the monotonic clock starts again near 0.
+    monkeypatch.setattr(store, "_BOOT_ID", "boot-b")
+    now[0] = 5.0
+    again = await make(db, monotonic=lambda: now[0])
+    now[0] = 5.0 + 59
+    assert [r.expired for r in await again.claim(0, 10)] == [False]
+    now[0] = 5.0 + 61
+    assert [r.expired for r in await again.claim(0, 10)] == [True]
+
+
+async def test_ttl_of_a_boot_without_checkpoint_starts_again(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(store, "_BOOT_ID", "boot-a")
+    box = await make(db, monotonic=lambda: now[0])
+    await box.append([Item("t", b"m", ttl_s=100)])
+    await db.write(lambda c: c.execute("DELETE FROM _meta WHERE key LIKE 'ttl_checkpoint:%'"))
+    monkeypatch.setattr(store, "_BOOT_ID", "boot-b")
+    now[0] = 5.0
+    again = await make(db, monotonic=lambda: now[0])
+    now[0] = 5.0 + 99
+    assert [r.expired for r in await again.claim(0, 10)] == [False]
+    now[0] = 5.0 + 101
+    assert [r.expired for r in await again.claim(0, 10)] == [True]
 
 
 async def test_concurrent_appends_share_commits(db: Database) -> None:

@@ -195,7 +195,7 @@ class TestFile:
         assert await db.write(sync) == 2
         # A batch holding one durable unit is fsynced as a whole.
         gate = threading.Event()
-        blocker = asyncio.ensure_future(db.write(lambda c: gate.wait(5)))
+        blocker = asyncio.ensure_future(db.write(lambda _c: gate.wait(5)))
         await asyncio.sleep(0.05)
         mixed = [asyncio.ensure_future(db.write(sync, durable=d)) for d in (False, True, False)]
         await asyncio.sleep(0.05)
