@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 Send = Callable[[Row], Awaitable[None]]
 """Deliver one row; return when the far side acknowledged it, raise when it did not."""
 
+StartSend = Callable[[Row], Awaitable["asyncio.Future[None]"]]
+"""Hand one row to the far side now; a future that resolves on its ack (fails when it was not
+acknowledged). The pipelined form of :data:`Send`: no task per message."""
+
 
 class Relay:
     """Owns one named task that drains ``outbox`` through ``send``."""
@@ -31,10 +36,11 @@ class Relay:
     def __init__(
         self, outbox: Outbox, send: Send, wait_ready: Callable[[], Awaitable[None]], *,
         window: int = 100, rate_limit: float | None = None, batch: int = 500,
-        retry_delay_s: float = 1.0,
+        retry_delay_s: float = 1.0, start_send: StartSend | None = None,
     ) -> None:
         self.outbox = outbox
         self._send = send
+        self._start_send = start_send
         self._wait_ready = wait_ready
         self.window = max(1, window)
         self.rate_limit = rate_limit
@@ -80,7 +86,7 @@ class Relay:
     async def _drain(self) -> None:
         """Send until a failure; returns after every in-flight send settled."""
         window = asyncio.Semaphore(self.window)
-        inflight: set[asyncio.Task[None]] = set()
+        inflight: set[asyncio.Future[None]] = set()
         self._failed.clear()
         cursor = 0
         tokens, last = float(self.window), time.monotonic()
@@ -107,9 +113,18 @@ class Relay:
                     if self._failed.is_set():
                         window.release()
                         break
-                    task = asyncio.create_task(self._one(row, window))
-                    inflight.add(task)
-                    task.add_done_callback(inflight.discard)
+                    if self._start_send is None:
+                        fut: asyncio.Future[None] = asyncio.create_task(self._one(row, window))
+                    else:
+                        try:
+                            fut = await self._start_send(row)
+                        except Exception as exc:  # noqa: BLE001 - resend from the oldest
+                            window.release()
+                            self._fail(row, exc)
+                            break
+                        fut.add_done_callback(functools.partial(self._settled, row, window))
+                    inflight.add(fut)
+                    fut.add_done_callback(inflight.discard)
                     if len(self._acked) >= self.batch:
                         self._flush_in_background()
         finally:
@@ -121,15 +136,29 @@ class Relay:
         try:
             await self._send(row)
         except Exception as exc:  # noqa: BLE001 - any failure means: resend from the oldest
-            if not self._failed.is_set():
-                log.info("relay %s: send of message %d failed (%s); will resend",
-                         self.outbox.relay, row.seq, exc)
-            self._failed.set()
+            self._fail(row, exc)
         else:
             self._acked.append(row)
             self._delivered.inc()
         finally:
             window.release()
+
+    def _settled(self, row: Row, window: asyncio.Semaphore, fut: asyncio.Future[None]) -> None:
+        window.release()
+        if fut.cancelled():
+            self._failed.set()
+        elif (exc := fut.exception()) is not None:
+            self._fail(row, exc)
+        else:
+            self._acked.append(row)
+            self._delivered.inc()
+
+    def _fail(self, row: Row, exc: BaseException) -> None:
+        """A send failed: stop sending; the drain restarts from the oldest unacknowledged."""
+        if not self._failed.is_set():
+            log.info("relay %s: send of message %d failed (%s); will resend",
+                     self.outbox.relay, row.seq, exc)
+        self._failed.set()
 
     async def _idle(self) -> None:
         """Wait for new rows (or a second, to look at TTLs and failures again)."""

@@ -21,7 +21,7 @@ from edge_runtime.config.settings import Settings
 from edge_runtime.errors import ComponentError
 from edge_runtime.observability.metrics import COMPONENT_INIT_FAILURES
 from edge_runtime.outbox.limits import outbox_metadata
-from edge_runtime.outbox.relay import Relay
+from edge_runtime.outbox.relay import Relay, StartSend
 from edge_runtime.outbox.store import Outbox, Row
 from edge_runtime.pubsub import Message, PubSub
 from edge_runtime.registry import ComponentContext, Registry, UnknownComponentTypeError
@@ -160,9 +160,17 @@ class Builder:
         async def send(row: Row) -> None:
             await pubsub.publish(Message(row.topic, row.payload, row.metadata))
 
+        start_send: StartSend | None = None
+        start_publish = getattr(pubsub, "start_publish", None)  # MQTT's pipelined publish
+        if start_publish is not None:
+            async def start_send(row: Row) -> asyncio.Future[None]:
+                fut: asyncio.Future[None] = await start_publish(
+                    Message(row.topic, row.payload, row.metadata))
+                return fut
+
         window = int(getattr(pubsub, "inflight", 100) or 100)
         return Relay(outbox, send, pubsub.wait_connected, window=window,
-                     rate_limit=settings.drain_rate_limit)
+                     rate_limit=settings.drain_rate_limit, start_send=start_send)
 
     def _prefix(self, ctx: ComponentContext) -> KeyPrefix:
         strategy = ctx.metadata.text("keyPrefix")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from edge_runtime.pubsub import NotConnectedError, PublishError
@@ -82,6 +82,51 @@ class AckWaiters:
         finally:
             timer.cancel()
             del self._pending[mid]
+
+    def track(
+        self, mid: int, what: str, check: Callable[[Any], BaseException | None],
+    ) -> asyncio.Future[None]:
+        """A future for ``mid`` that a callback can follow instead of a waiting task.
+
+        It resolves to ``None`` once the ack arrives and ``check(value)`` finds nothing wrong,
+        and fails with what ``check`` returns, with :class:`NotConnectedError` when the
+        connection is lost first, or :class:`PublishError` after ``timeout`` seconds (also
+        when ``mid`` is already in use). Cancelling it forgets ``mid``.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if mid in self._pending:
+            done.set_exception(
+                PublishError(f"message id {mid} is still in use: too many outstanding calls"))
+            return done
+        ack: asyncio.Future[Any] = loop.create_future()
+        self._pending[mid] = ack
+        if mid in self._kept:
+            ack.set_result(self._kept.pop(mid))
+        timer = loop.call_later(self.timeout, _expire, ack, what, self.timeout)
+
+        def settle(f: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            if self._pending.get(mid) is f:
+                del self._pending[mid]
+            if done.done():
+                return
+            if f.cancelled():
+                done.cancel()
+            elif (exc := f.exception()) is not None:
+                done.set_exception(exc)
+            elif (bad := check(f.result())) is not None:
+                done.set_exception(bad)
+            else:
+                done.set_result(None)
+
+        def forget(d: asyncio.Future[None]) -> None:
+            if d.cancelled() and not ack.done():
+                ack.cancel()
+
+        ack.add_done_callback(settle)
+        done.add_done_callback(forget)
+        return done
 
     def fail_all(self, message: str) -> None:
         """Fail every waiting call with :class:`NotConnectedError` (the connection is gone)."""

@@ -169,37 +169,63 @@ class MqttClient:
         ``inflight`` publishes (or the broker's Receive Maximum) wait at a time; the others
         queue in call order.
         """
-        if not self._connected:  # fail fast rather than queue behind a full window
+        await (await self.start_publish(topic, payload, qos=qos, retain=retain))
+
+    async def start_publish(
+        self, topic: str, payload: bytes, *, qos: int, retain: bool
+    ) -> asyncio.Future[None]:
+        """Send now (once a window slot is free); a future that resolves on PUBACK.
+
+        The pipelined form of :meth:`publish` for the outbox relay: no task waits per
+        message. Raises :class:`NotConnectedError` or :class:`PublishError` (invalid topic or
+        payload) at once; the future fails with the errors :meth:`publish` would raise later
+        (connection lost, refusal, no ack in time). Cancelling the future frees its slot.
+        """
+        if not self._connected:
             raise self._not_connected()
-        # Explicit acquire/release and begin/end rather than context managers: this is the
-        # hottest path of the relay.
         await self._window.acquire()
         try:
-            if not self._connected:
-                raise self._not_connected()
-            self._acks.begin_call()
-            try:
-                info = self._paho.publish(topic, payload, qos=qos, retain=retain)
-            except ValueError as exc:
-                M.MQTT_PUBLISH_FAILURES.labels(self.name, "invalid").inc()
-                raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
-            finally:
-                self._acks.end_call()
-            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
-                raise self._not_connected()
-            try:
-                reason: ReasonCode = await self._acks.wait(info.mid, "PUBACK")
-            except NotConnectedError:
-                M.MQTT_PUBLISH_FAILURES.labels(self.name, "not_connected").inc()
-                raise
-            except PublishError:
-                M.MQTT_PUBLISH_FAILURES.labels(self.name, "timeout").inc()
-                raise
-        finally:
+            info = self._send_publish(topic, payload, qos, retain)
+        except BaseException:
             self._window.release()
-        if reason.is_failure:
-            M.MQTT_PUBLISH_FAILURES.labels(self.name, "refused").inc()
-            raise PublishError(f"the broker refused the publish to {topic!r}: {reason}")
+            raise
+
+        def check(reason: ReasonCode) -> BaseException | None:
+            if reason.is_failure:
+                M.MQTT_PUBLISH_FAILURES.labels(self.name, "refused").inc()
+                return PublishError(f"the broker refused the publish to {topic!r}: {reason}")
+            return None
+
+        fut = self._acks.track(info.mid, "PUBACK", check)
+        fut.add_done_callback(self._publish_settled)
+        return fut
+
+    def _send_publish(self, topic: str, payload: bytes, qos: int,
+                      retain: bool) -> paho.MQTTMessageInfo:
+        """paho's publish, with the acks it fires during the call kept for the waiter."""
+        if not self._connected:
+            raise self._not_connected()
+        self._acks.begin_call()
+        try:
+            info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+        except ValueError as exc:
+            M.MQTT_PUBLISH_FAILURES.labels(self.name, "invalid").inc()
+            raise PublishError(f"cannot publish to {topic!r}: {exc}") from None
+        finally:
+            self._acks.end_call()
+        if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+            raise self._not_connected()
+        return info
+
+    def _publish_settled(self, fut: asyncio.Future[None]) -> None:
+        self._window.release()
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if isinstance(exc, NotConnectedError):
+            M.MQTT_PUBLISH_FAILURES.labels(self.name, "not_connected").inc()
+        elif isinstance(exc, PublishError) and "no PUBACK" in str(exc):
+            M.MQTT_PUBLISH_FAILURES.labels(self.name, "timeout").inc()
 
     async def subscribe(self, topic_filter: str, qos: int) -> None:
         """Track ``topic_filter`` (subscribed on every CONNACK from now on); when connected,

@@ -80,6 +80,7 @@ class MqttPubSub:
             self._route,
         )
         self._subs: dict[str, _Subscription] = {}
+        self._valid_topics: set[str] = set()
         self._handling: set[asyncio.Task[None]] = set()
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
@@ -150,20 +151,31 @@ class MqttPubSub:
 
         Raises :class:`PublishError` for a topic with wildcards or a bad ``retain`` value.
         """
-        try:
-            topics.validate_topic(message.topic)
-        except ValueError as exc:
-            raise PublishError(str(exc)) from None
-        retain = self.settings.metadata.retain
-        raw = next((v for k, v in message.metadata.items() if k.lower() == "retain"), None)
-        if raw is not None:
+        await (await self.start_publish(message))
+
+    async def start_publish(self, message: Message) -> asyncio.Future[None]:
+        """Send ``message`` now (once a window slot is free); a future that resolves when the
+        broker acknowledged it (the outbox relay's pipelined path, see
+        :meth:`MqttClient.start_publish`). Raises as :meth:`publish` does."""
+        topic = message.topic
+        if topic not in self._valid_topics:
             try:
-                retain = parse_bool(raw)
-            except ValueError:
-                raise PublishError(f"metadata retain must be true or false, got {raw!r}") \
-                    from None
-        await self.client.publish(
-            message.topic, message.data, qos=self.settings.metadata.qos, retain=retain
+                topics.validate_topic(topic)
+            except ValueError as exc:
+                raise PublishError(str(exc)) from None
+            if len(self._valid_topics) < 1024:  # a bounded cache of topics already checked
+                self._valid_topics.add(topic)
+        retain = self.settings.metadata.retain
+        if message.metadata:
+            raw = next((v for k, v in message.metadata.items() if k.lower() == "retain"), None)
+            if raw is not None:
+                try:
+                    retain = parse_bool(raw)
+                except ValueError:
+                    raise PublishError(f"metadata retain must be true or false, got {raw!r}") \
+                        from None
+        return await self.client.start_publish(
+            topic, message.data, qos=self.settings.metadata.qos, retain=retain
         )
 
     async def subscribe(
