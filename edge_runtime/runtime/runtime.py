@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from edge_runtime import __version__
+from edge_runtime.api.http import invoke as http_invoke
 from edge_runtime.api.http import meta as http_meta
 from edge_runtime.api.http import publish as http_publish
 from edge_runtime.api.http import state as http_state
@@ -34,6 +35,7 @@ from edge_runtime.outbox.store import open_database
 from edge_runtime.registry import Registry
 from edge_runtime.runtime.app_process import AppProcess, app_env, wait_for_port
 from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
+from edge_runtime.runtime.invocation import InvocationSetup
 from edge_runtime.runtime.subscribing import SubscribeError, Subscriptions
 from edge_runtime.support import systemd
 from edge_runtime.support.disk import DiskBudget
@@ -77,6 +79,7 @@ class Runtime:
         self._outbox_db: Database | None = None
         self.subscriptions: Subscriptions | None = None
         self.builder: Builder | None = None
+        self.invocation: InvocationSetup | None = None
 
     # ----------------------------------------------------------------- public
     def request_shutdown(self, force: bool = False) -> None:
@@ -148,6 +151,8 @@ class Runtime:
         self.view.components_ready = True
         self.core = Universal(self.view, components, self.request_shutdown)
         self.publisher = Publisher(self.view, components)
+        self.invocation = InvocationSetup(s, self.view, resources.others)
+        self.invocation.open()
         await self._open_ports()
         self._write_runtime_json()
         systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {self.view.ports['http']}")
@@ -157,12 +162,17 @@ class Runtime:
         s = self.settings
         assert self.core is not None
         assert self.publisher is not None
+        assert self.invocation is not None
+        invoking = self.invocation.invoking
+        assert invoking is not None
         api = HttpApp(
             http_state.routes(self.core)
             + http_publish.routes(self.publisher)
-            + http_meta.routes(self.core),
+            + http_meta.routes(self.core)
+            + http_invoke.routes(invoking),
             max_body_size=s.max_body_size,
             api_token=s.api_token,
+            fallback=http_invoke.fallback(invoking),
         )
         listeners: list[tuple[str, HttpApp, int]] = [("http", api, s.dapr_http_port)]
         if s.enable_metrics:
@@ -181,6 +191,7 @@ class Runtime:
             self.view.ports[name] = server.port
         if not s.disable_grpc_api:
             await self._open_grpc()
+        await self.invocation.start_server()
         self.view.ports_open = True
         metrics.UP.set(1)
         log.info("listening: %s", " ".join(f"{k}={v}" for k, v in self.view.ports.items()))
@@ -198,6 +209,7 @@ class Runtime:
             self.core, self.publisher, host=s.dapr_listen_address, port=s.dapr_grpc_port,
             api_token=s.api_token, max_message_size=s.max_body_size,
             graceful_s=s.graceful_shutdown_s,
+            invoking=self.invocation.invoking if self.invocation else None,
         )
         try:
             await server.start()
@@ -287,6 +299,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         metrics.UP.set(0)
+        if self.invocation is not None:
+            await self.invocation.stop_server()
         if self._grpc is not None:
             await self._grpc.stop()
             self._grpc = None
@@ -295,6 +309,8 @@ class Runtime:
         self._servers.clear()
         if self._app is not None:
             await self._app.stop(self.settings.graceful_shutdown_s)
+        if self.invocation is not None:
+            await self.invocation.close()
         if self.builder is not None:
             for relay in self.builder.relays:
                 await relay.stop()

@@ -17,6 +17,8 @@ from google.protobuf import empty_pb2
 
 from edge_runtime import errors as E
 from edge_runtime.api.grpc.errors import handled
+from edge_runtime.api.grpc.invoke import invoke_service
+from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import StateItem, TransactionOp, Universal
 from edge_runtime.errors import APIError
@@ -116,9 +118,12 @@ def metadata_response(doc: Mapping[str, Any]) -> Any:
 class DaprServicer(dapr_pb2_grpc.DaprServicer):
     """The implemented slice of the Dapr service."""
 
-    def __init__(self, core: Universal, publisher: Publisher) -> None:
+    def __init__(
+        self, core: Universal, publisher: Publisher, invoking: Invoking | None = None
+    ) -> None:
         self.core = core
         self.publisher = publisher
+        self.invoking = invoking
 
     # ----------------------------------------------------------------- state
     @handled
@@ -199,6 +204,11 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
             dict(request.metadata),
         )
         return empty_pb2.Empty()
+
+    # ------------------------------------------------------------ invocation
+    @handled
+    async def InvokeService(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await invoke_service(self.invoking, request, context)
 
     # ---------------------------------------------- metadata and shutdown
     @handled
