@@ -16,6 +16,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import quote
 
 import httpx
@@ -171,6 +172,9 @@ class HttpAppChannel:
             ),
             trust_env=False,  # never send loopback calls through an HTTP_PROXY
             follow_redirects=False,
+            # Calls from different callers share this client: a cookie the app sets for one
+            # must never travel with another's call.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
 
     async def close(self) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from edge_runtime.invocation.headers import valid_traceparent
 from tests.api.conftest import Sidecar, StartSidecar
-from tests.appchannel.appserver import AppServer, Reply
+from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.invocation.echoapp import echo
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -252,3 +252,19 @@ async def test_metrics_count_invocations(side: Sidecar) -> None:
     before = INVOCATIONS.labels("local", "app_error")._value.get()
     await side.client.get("/v1.0/invoke/app/method/status/500")
     assert INVOCATIONS.labels("local", "app_error")._value.get() == before + 1
+
+
+async def test_app_cookies_are_not_kept_between_calls(start_sidecar: StartSidecar) -> None:
+    def respond(req: Request) -> Reply:
+        if req.path == "/dapr/subscribe":
+            return Reply(404)
+        return Reply(200, (req.header("cookie") or "").encode(),
+                     headers={"set-cookie": "session=secret; Path=/"})
+
+    async with AppServer(respond) as app:
+        s = await start_sidecar(app_port=app.port)
+        first = await s.client.get("/v1.0/invoke/app/method/login")
+        assert first.headers["set-cookie"] == "session=secret; Path=/"
+        s.client.cookies.clear()
+        second = await s.client.get("/v1.0/invoke/app/method/other")
+    assert second.content == b""
