@@ -80,61 +80,64 @@ class PeerClient:
                 private_key=tls.key.read_bytes(),
                 certificate_chain=tls.cert.read_bytes(),
             )
-        self._channels: dict[str, Any] = {}
+        self._peers: dict[str, tuple[Any, Any]] = {}
 
-    def _channel(self, address: str) -> Any:
-        channel = self._channels.get(address)
-        if channel is None:
+    def _peer(self, address: str) -> tuple[Any, Any]:
+        """The channel to ``address`` and its ``CallLocal`` callable (made on first use)."""
+        peer = self._peers.get(address)
+        if peer is None:
             if self._credentials is not None:
                 channel = grpc.aio.secure_channel(address, self._credentials, self._options)
             else:
                 channel = grpc.aio.insecure_channel(address, self._options)
-            self._channels[address] = channel
-        return channel
+            stub = channel.unary_unary(
+                CALL_LOCAL,
+                request_serializer=common_pb2.InvokeRequest.SerializeToString,
+                response_deserializer=common_pb2.InvokeResponse.FromString,
+            )
+            peer = self._peers[address] = (channel, stub)
+        return peer
 
-    async def _drop(self, address: str, channel: Any) -> None:
-        if self._channels.get(address) is channel:
-            del self._channels[address]
-        await channel.close()
+    async def _drop(self, address: str, peer: tuple[Any, Any]) -> None:
+        if self._peers.get(address) is peer:
+            del self._peers[address]
+        await peer[0].close()
 
     async def _connected(self, address: str) -> Any:
-        channel = self._channel(address)
+        """``CallLocal`` on a connected channel to ``address``."""
+        peer = self._peer(address)
+        channel = peer[0]
         state = channel.get_state(try_to_connect=True)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._connect_timeout_s
         while state is not _READY:
             if state in _FAILED:
-                await self._drop(address, channel)
+                await self._drop(address, peer)
                 raise PeerUnreachableError(f"cannot connect to the sidecar at {address}")
             try:
                 async with asyncio.timeout_at(deadline):
                     await channel.wait_for_state_change(state)
             except TimeoutError:
-                await self._drop(address, channel)
+                await self._drop(address, peer)
                 raise PeerUnreachableError(
                     f"no connection to the sidecar at {address} within "
                     f"{self._connect_timeout_s:g}s"
                 ) from None
             state = channel.get_state()
-        return channel
+        return peer[1]
 
     async def call(
         self, address: str, call: InvokeCall, *, caller: str, callee: str
     ) -> InvokeResult:
         """See :class:`~edge_runtime.invocation.RemoteInvoker`."""
-        channel = await self._connected(address)
+        call_local = await self._connected(address)
         message, metadata = request_of(call)
         metadata += [(MD_CALLER, caller), (MD_CALLEE, callee)]
         if self._namespace:
             metadata.append((MD_CALLER_NAMESPACE, self._namespace))
         if self._token:
             metadata.append((MD_TOKEN, self._token))
-        stub = channel.unary_unary(
-            CALL_LOCAL,
-            request_serializer=common_pb2.InvokeRequest.SerializeToString,
-            response_deserializer=common_pb2.InvokeResponse.FromString,
-        )
-        rpc = stub(message, metadata=tuple(metadata))
+        rpc = call_local(message, metadata=tuple(metadata))
         try:
             reply = await rpc
             trailing = await rpc.trailing_metadata()
@@ -145,6 +148,6 @@ class PeerClient:
 
     async def close(self) -> None:
         """Close every channel; idempotent."""
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
+        peers, self._peers = list(self._peers.values()), {}
+        for channel, _stub in peers:
             await channel.close()
