@@ -32,12 +32,22 @@ def _invoke_request(req: Request, target: str, method: str) -> InvokeRequest:
     )
 
 
+def _latin1(value: str) -> str:
+    # The HTTP server writes header values as latin-1; a value decoded otherwise (a gRPC
+    # app's metadata) goes out as its UTF-8 bytes.
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode().decode("latin-1")
+    return value
+
+
 def _response(result: InvokeResult) -> Response:
     return Response(
         result.status,
         result.data,
-        result.content_type or None,
-        list(relayable(result.headers).items()),
+        _latin1(result.content_type) or None,
+        [(k, _latin1(v)) for k, v in relayable(result.headers).items()],
     )
 
 
