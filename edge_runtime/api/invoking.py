@@ -244,6 +244,12 @@ class Invoking:
                 ))
             except _FailedError as exc:
                 failed = exc
+            except BaseException:
+                # Cancelled, or an error that is not the app's: still settle the ticket, or a
+                # half-open breaker would wait for this trial call for ever.
+                if breaker is not None and ticket is not None:
+                    breaker.record(ticket, ok=False)
+                raise
             else:
                 if breaker is not None and ticket is not None:
                     breaker.record(ticket, ok=not is_failure(result.status))
