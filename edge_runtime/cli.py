@@ -113,7 +113,34 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="disk budget for the data dir; writes beyond it get ERR_STORAGE_FULL",
     )
     p.add_argument("--dapr-graceful-shutdown-seconds", type=float, default=5.0)
+    _add_invocation(p)
     p.add_argument("app", nargs=argparse.REMAINDER, help="-- then the app's command line")
+
+
+def _add_invocation(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config", type=Path, default=None,
+        help="a Configuration resource (daprd's): nameResolution for invoking other sidecars",
+    )
+    p.add_argument(
+        "--internal-grpc-port", type=_port, default=None,
+        help="serve invocations from other sidecars on this port (0 picks one); off by default",
+    )
+    p.add_argument(
+        "--internal-grpc-listen-address", default="0.0.0.0",  # noqa: S104 - for other devices
+        help="address of the internal port (default all interfaces)",
+    )
+    p.add_argument(
+        "--internal-token", default=None,
+        help="shared token between sidecars (better: env EDGE_RUNTIME_INTERNAL_TOKEN)",
+    )
+    p.add_argument("--internal-tls-cert", type=Path, default=None, help="PEM certificate (mTLS)")
+    p.add_argument("--internal-tls-key", type=Path, default=None, help="PEM private key (mTLS)")
+    p.add_argument("--internal-tls-ca", type=Path, default=None, help="PEM CA of the peers (mTLS)")
+    p.add_argument(
+        "--internal-tls-server-name", default=None,
+        help="name to expect in the peers' certificates (default: the host in the address)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +197,16 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         app_api_token=os.environ.get("APP_API_TOKEN") or None,
         namespace=os.environ.get("NAMESPACE", ""),
         app_command=tuple(app),
+        config_path=args.config,
+        internal_grpc_port=args.internal_grpc_port,
+        internal_grpc_listen_address=args.internal_grpc_listen_address,
+        internal_token=args.internal_token
+        or os.environ.get("EDGE_RUNTIME_INTERNAL_TOKEN")
+        or None,
+        internal_tls_cert=args.internal_tls_cert,
+        internal_tls_key=args.internal_tls_key,
+        internal_tls_ca=args.internal_tls_ca,
+        internal_tls_server_name=args.internal_tls_server_name,
     )
 
 

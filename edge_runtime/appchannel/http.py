@@ -1,6 +1,6 @@
-"""The HTTP channel to the app: subscription discovery and event delivery (contract §3.1-3.2),
+"""The HTTP channel to the app: subscription discovery, event delivery (contract §3.1-3.2),
 input bindings (§3.5: the ``OPTIONS`` probe and event posts, the
-:class:`~edge_runtime.appchannel.BindingTarget` methods).
+:class:`~edge_runtime.appchannel.BindingTarget` methods) and service invocation (§3.8).
 
 :class:`HttpAppChannel` keeps one pooled ``httpx.AsyncClient`` (keep-alive to the app; proxy
 settings from the environment are ignored, the app is local). Every call carries
@@ -17,6 +17,8 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from urllib.parse import quote
 
 import httpx
 
@@ -25,12 +27,15 @@ from edge_runtime.appchannel import (
     AppStatusError,
     AppUnavailableError,
     BindingEvent,
+    InvokeCall,
+    InvokeResult,
     Outcome,
 )
 
 __all__ = [
     "BINDING_PROBE_TIMEOUT_S",
     "CLOUDEVENTS_JSON",
+    "AppReplyTooLargeError",
     "HttpAppChannel",
     "binding_headers",
     "canonical_header",
@@ -53,6 +58,25 @@ _SKIPPED = frozenset({
     "transfer-encoding", "upgrade", "te", "trailer", "proxy-authenticate",
     "proxy-authorization", "host", TOKEN_HEADER,
 })
+
+
+# httpx adds these to every request; an invocation sends only what the caller sent.
+_CLIENT_DEFAULTS = ("accept", "accept-encoding", "user-agent")
+# Characters kept as they are when a decoded method name goes back into a URL path.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+class AppReplyTooLargeError(AppUnavailableError):
+    """The app's reply to an invocation is larger than the channel's ``max_reply_bytes``."""
+
+
+def _header_bytes(value: str) -> bytes:
+    # Header values arrive decoded as latin-1 (HTTP) or as text (gRPC metadata); latin-1 gives
+    # the original bytes back for the first, UTF-8 is how Go would send the second.
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode()
 
 
 def canonical_header(name: str) -> str:
@@ -145,10 +169,12 @@ class HttpAppChannel:
         timeout_s: float,
         app_id: str = "",
         max_connections: int = 64,
+        max_reply_bytes: int | None = None,
     ) -> None:
         host = f"[{address}]" if ":" in address and not address.startswith("[") else address
         self.base_url = f"http://{host}:{port}"
         self.app_id = app_id
+        self.max_reply_bytes = max_reply_bytes
         self._token = api_token or None
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
@@ -158,6 +184,9 @@ class HttpAppChannel:
             ),
             trust_env=False,  # never send loopback calls through an HTTP_PROXY
             follow_redirects=False,
+            # Calls from different callers share this client: a cookie the app sets for one
+            # must never travel with another's call.
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
         )
 
     async def close(self) -> None:
@@ -254,3 +283,63 @@ class HttpAppChannel:
                 f"{method} {self.base_url}{url} failed: {what}: {exc}".rstrip(": ")
             ) from exc
         return AppReply(resp.status_code, resp.content, dict(resp.headers))
+
+    async def invoke(self, call: InvokeCall) -> InvokeResult:
+        """``{verb} /{method}?{query}`` with the call's body, content type and headers (§3.8).
+
+        The reply comes back as the app sent it: status, the raw body bytes (not decompressed),
+        its content type and every other header (names lower-cased, repeated ones joined with
+        ``", "``). ``dapr-api-token`` is the app token, never a forwarded one. Raises only
+        :class:`AppUnavailableError` (:class:`AppReplyTooLargeError` when the body is over
+        ``max_reply_bytes``).
+        """
+        sent: list[tuple[bytes, bytes]] = []
+        given: set[str] = set()
+        for k, v in call.headers.items():
+            low = k.lower()
+            if not _valid(low, v) or low in ("content-type", TOKEN_HEADER):
+                continue
+            given.add(low)
+            sent.append((k.encode(), _header_bytes(v.strip(" \t"))))
+        if call.content_type:
+            sent.append((b"content-type", _header_bytes(call.content_type)))
+        if self._token:
+            sent.append((TOKEN_HEADER.encode(), self._token.encode()))
+        url = "/" + quote(call.method.lstrip("/"), safe=_PATH_SAFE)
+        if call.query:
+            url += "?" + call.query
+        what = f"{call.http_verb} {self.base_url}{url}"
+        try:
+            request = self._client.build_request(
+                call.http_verb, url, content=call.data, headers=sent
+            )
+            for name in _CLIENT_DEFAULTS:
+                if name not in given:
+                    request.headers.pop(name, None)
+            resp = await self._client.send(request, stream=True)
+            try:
+                body = await self._read_raw(resp, what)
+            finally:
+                await resp.aclose()
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as exc:
+            name = type(exc).__name__
+            raise AppUnavailableError(f"{what} failed: {name}: {exc}".rstrip(": ")) from exc
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in resp.headers.raw:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        content_type = headers.pop("content-type", "")
+        return InvokeResult(resp.status_code, body, content_type, headers)
+
+    async def _read_raw(self, resp: httpx.Response, what: str) -> bytes:
+        limit = self.max_reply_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.aiter_raw():
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise AppReplyTooLargeError(
+                    f"{what}: the app's reply is larger than {limit} bytes (--max-body-size)"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)

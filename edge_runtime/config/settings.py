@@ -79,3 +79,12 @@ class Settings:
     namespace: str = ""
     app_command: tuple[str, ...] = ()
     app_ready_timeout_s: float | None = None
+    # Service invocation across sidecars (runtime/invocation.py).
+    config_path: Path | None = None
+    internal_grpc_port: int | None = None
+    internal_grpc_listen_address: str = "0.0.0.0"  # noqa: S104 - peers on other devices call it
+    internal_token: str | None = None
+    internal_tls_cert: Path | None = None
+    internal_tls_key: Path | None = None
+    internal_tls_ca: Path | None = None
+    internal_tls_server_name: str | None = None

@@ -28,7 +28,17 @@ from edge_runtime.config.metadata import parse_duration
 from edge_runtime.inbox.retry import DEFAULT_RETRY, RetryPolicy
 from edge_runtime.subscriptions.yamlmarks import Marks, PathPart
 
-__all__ = ["BINDING_DEFAULT_POLICY_NAMES", "DEFAULT_POLICY_NAMES", "InboundRetry", "inbound_retry"]
+__all__ = [
+    "BINDING_DEFAULT_POLICY_NAMES",
+    "DEFAULT_POLICY_NAMES",
+    "InboundRetry",
+    "Reader",
+    "ResiliencyDocs",
+    "fold",
+    "inbound_retry",
+    "lookup",
+    "read_resiliency",
+]
 
 API_VERSION = "dapr.io/v1alpha1"
 DEFAULT_POLICY_NAMES = (
@@ -63,23 +73,26 @@ class InboundRetry:
         return self.by_pubsub.get(name, self.binding_default)
 
 
-def _fold(value: Any) -> dict[str, Any] | None:
+def fold(value: Any) -> dict[str, Any] | None:
+    """A mapping with its string keys lower-cased; ``None`` for anything else."""
     if not isinstance(value, Mapping):
         return None
     return {k.lower(): v for k, v in value.items() if isinstance(k, str)}
 
 
-def _get(value: Any, *keys: str) -> Any:
+def lookup(value: Any, *keys: str) -> Any:
     """``value[k1][k2]...`` with keys matched case-insensitively; ``None`` when absent."""
     for key in keys:
-        d = _fold(value)
+        d = fold(value)
         if d is None:
             return None
         value = d.get(key)
     return value
 
 
-class _Reader:
+class Reader:
+    """Reads policy fields of ``Resiliency`` documents, reporting problems with ``file:line``."""
+
     def __init__(self, marks: Marks, problems: list[ConfigProblem]) -> None:
         self.marks = marks
         self.problems = problems
@@ -108,7 +121,7 @@ class _Reader:
 
     def policy(self, raw: RawResource, name: str, value: Any) -> RetryPolicy | None:
         base: tuple[PathPart, ...] = ("spec", "policies", "retries", name)
-        d = _fold(value)
+        d = fold(value)
         if d is None:
             self.bad(raw, base, "expected a mapping with policy, duration, maxInterval, "
                      "maxRetries")
@@ -143,17 +156,32 @@ class _Reader:
                            max_interval_s=interval, max_retries=retries, name=name)
 
 
-def inbound_retry(
-    others: Sequence[RawResource], app_id: str | None
-) -> tuple[InboundRetry, list[ConfigProblem]]:
-    """The inbound retry policies in the ``Resiliency`` documents in scope for ``app_id``
-    (``None``: every document), and the problems found (documents with problems are used for
-    what is valid in them)."""
-    problems: list[ConfigProblem] = []
-    reader = _Reader(Marks(), problems)
-    policies: dict[str, tuple[RetryPolicy, Mark]] = {}
-    broken: set[str] = set()  # defined with problems (already reported)
-    docs: list[tuple[RawResource, dict[str, Any]]] = []
+@dataclass(slots=True)
+class ResiliencyDocs:
+    """The ``Resiliency`` documents in scope, read once and shared by every policy target
+    (inbound pub/sub here, ``targets.apps`` in ``invocation.resiliency``).
+
+    ``docs`` pairs each document with its ``spec`` (keys folded to lower case); ``retries``
+    holds the valid retry policies by name with where each was defined; ``broken`` names the
+    retry policies defined with problems (already in ``problems``).
+    """
+
+    reader: Reader
+    docs: list[tuple[RawResource, dict[str, Any]]] = field(default_factory=list)
+    retries: dict[str, tuple[RetryPolicy, Mark]] = field(default_factory=dict)
+    broken: set[str] = field(default_factory=set)
+
+    @property
+    def problems(self) -> list[ConfigProblem]:
+        """Every problem found so far (readers of other sections append theirs)."""
+        return self.reader.problems
+
+
+def read_resiliency(others: Sequence[RawResource], app_id: str | None) -> ResiliencyDocs:
+    """The ``Resiliency`` documents in scope for ``app_id`` (``None``: every document) and
+    their retry policies."""
+    reader = Reader(Marks(), [])
+    found = ResiliencyDocs(reader)
     for raw in others:
         if raw.kind != "Resiliency":
             continue
@@ -168,12 +196,12 @@ def inbound_retry(
             continue
         if scopes and app_id is not None and app_id not in scopes:
             continue
-        spec = _fold(raw.body.get("spec"))
+        spec = fold(raw.body.get("spec"))
         if spec is None:
             reader.bad(raw, ("spec",), "expected a mapping with policies and targets")
             continue
-        docs.append((raw, spec))
-        retries = _get(spec, "policies", "retries")
+        found.docs.append((raw, spec))
+        retries = lookup(spec, "policies", "retries")
         if retries is None:
             continue
         if not isinstance(retries, Mapping):
@@ -182,22 +210,33 @@ def inbound_retry(
         for name, value in retries.items():
             policy = reader.policy(raw, str(name), value)
             if policy is None:
-                broken.add(str(name))
+                found.broken.add(str(name))
                 continue
             here = reader.marks.at(raw, "spec", "policies", "retries", str(name))
-            if str(name) in policies:
+            if str(name) in found.retries:
                 reader.bad(raw, ("spec", "policies", "retries", str(name)),
                            f"retry policy {name!r} is already defined at "
-                           f"{policies[str(name)][1]}")
+                           f"{found.retries[str(name)][1]}")
                 continue
-            policies[str(name)] = (policy, here)
+            found.retries[str(name)] = (policy, here)
+    return found
+
+
+def inbound_retry(
+    others: Sequence[RawResource], app_id: str | None
+) -> tuple[InboundRetry, list[ConfigProblem]]:
+    """The inbound retry policies in the ``Resiliency`` documents in scope for ``app_id``
+    (``None``: every document), and the problems found (documents with problems are used for
+    what is valid in them)."""
+    found = read_resiliency(others, app_id)
+    reader, policies, broken = found.reader, found.retries, found.broken
     by_pubsub: dict[str, RetryPolicy] = {}
-    for raw, spec in docs:
-        components = _get(spec, "targets", "components")
+    for raw, spec in found.docs:
+        components = lookup(spec, "targets", "components")
         if not isinstance(components, Mapping):
             continue
         for comp, target in components.items():
-            ref = _get(target, "inbound", "retry")
+            ref = lookup(target, "inbound", "retry")
             if ref is None:
                 continue
             where = ("spec", "targets", "components", str(comp), "inbound", "retry")
@@ -213,4 +252,4 @@ def inbound_retry(
     binding_default = next(
         (policies[n][0] for n in BINDING_DEFAULT_POLICY_NAMES if n in policies), DEFAULT_RETRY
     )
-    return InboundRetry(by_pubsub, default, binding_default), problems
+    return InboundRetry(by_pubsub, default, binding_default), list(found.problems)

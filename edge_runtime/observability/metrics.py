@@ -261,3 +261,25 @@ BINDING_EVENTS_DECLINED = Counter(
     ["binding"],
     registry=REGISTRY,
 )
+
+# --- service invocation ---------------------------------------------------------------------
+INVOCATIONS = Counter(
+    "edge_runtime_invocations",
+    "Service invocations answered, by route (local app or remote sidecar) and result: ok (the "
+    "app answered 2xx/3xx), app_error (it answered another status) or failed (no answer).",
+    ["route", "result"],
+    registry=REGISTRY,
+)
+INVOCATION_RETRIES = Counter(
+    "edge_runtime_invocation_retries",
+    "Invocation attempts retried, by reason: unreachable (built-in, the peer sidecar could not "
+    "be reached) or policy (a Resiliency retry policy).",
+    ["reason"],
+    registry=REGISTRY,
+)
+INVOCATION_REFUSED = Counter(
+    "edge_runtime_invocation_refused",
+    "Invocations refused without trying because the target app's circuit breaker is open.",
+    ["app"],
+    registry=REGISTRY,
+)

@@ -20,6 +20,7 @@ from typing import Any
 from edge_runtime import __version__
 from edge_runtime.api.bindings import OutputBindings
 from edge_runtime.api.http import bindings as http_bindings
+from edge_runtime.api.http import invoke as http_invoke
 from edge_runtime.api.http import meta as http_meta
 from edge_runtime.api.http import publish as http_publish
 from edge_runtime.api.http import state as http_state
@@ -37,6 +38,7 @@ from edge_runtime.registry import Registry
 from edge_runtime.runtime.app_process import AppProcess, app_env, wait_for_port
 from edge_runtime.runtime.binding_inputs import BindingInputs
 from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
+from edge_runtime.runtime.invocation import InvocationSetup
 from edge_runtime.runtime.subscribing import SubscribeError, Subscriptions
 from edge_runtime.support import systemd
 from edge_runtime.support.disk import DiskBudget
@@ -81,6 +83,7 @@ class Runtime:
         self.subscriptions: Subscriptions | None = None
         self.builder: Builder | None = None
         self.binding_inputs: BindingInputs | None = None
+        self.invocation: InvocationSetup | None = None
 
     # ----------------------------------------------------------------- public
     def request_shutdown(self, force: bool = False) -> None:
@@ -158,6 +161,8 @@ class Runtime:
             view=self.view,
         )
         await self.binding_inputs.start()
+        self.invocation = InvocationSetup(s, self.view, resources.others)
+        self.invocation.open()
         await self._open_ports()
         self._write_runtime_json()
         systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {self.view.ports['http']}")
@@ -167,13 +172,18 @@ class Runtime:
         s = self.settings
         assert self.core is not None
         assert self.publisher is not None
+        assert self.invocation is not None
+        invoking = self.invocation.invoking
+        assert invoking is not None
         api = HttpApp(
             http_state.routes(self.core)
             + http_publish.routes(self.publisher)
             + http_bindings.routes(OutputBindings(self.core.components))
-            + http_meta.routes(self.core),
+            + http_meta.routes(self.core)
+            + http_invoke.routes(invoking),
             max_body_size=s.max_body_size,
             api_token=s.api_token,
+            fallback=http_invoke.fallback(invoking),
         )
         listeners: list[tuple[str, HttpApp, int]] = [("http", api, s.dapr_http_port)]
         if s.enable_metrics:
@@ -192,6 +202,7 @@ class Runtime:
             self.view.ports[name] = server.port
         if not s.disable_grpc_api:
             await self._open_grpc()
+        await self.invocation.start_server()
         self.view.ports_open = True
         metrics.UP.set(1)
         log.info("listening: %s", " ".join(f"{k}={v}" for k, v in self.view.ports.items()))
@@ -209,6 +220,7 @@ class Runtime:
             self.core, self.publisher, host=s.dapr_listen_address, port=s.dapr_grpc_port,
             api_token=s.api_token, max_message_size=s.max_body_size,
             graceful_s=s.graceful_shutdown_s,
+            invoking=self.invocation.invoking if self.invocation else None,
         )
         try:
             await server.start()
@@ -300,6 +312,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         metrics.UP.set(0)
+        if self.invocation is not None:
+            await self.invocation.stop_server()
         if self._grpc is not None:
             await self._grpc.stop()
             self._grpc = None
@@ -308,6 +322,8 @@ class Runtime:
         self._servers.clear()
         if self._app is not None:
             await self._app.stop(self.settings.graceful_shutdown_s)
+        if self.invocation is not None:
+            await self.invocation.close()
         if self.builder is not None:
             for relay in self.builder.relays:
                 await relay.stop()

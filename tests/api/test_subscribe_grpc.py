@@ -210,3 +210,23 @@ async def test_app_down_then_up_loses_nothing(start_sidecar: StartSidecar) -> No
         assert got == {-1, 0, 1, 2, 3, 4}
     finally:
         app.stop()
+
+
+async def test_invoking_a_grpc_app(start_sidecar: StartSidecar) -> None:
+    from dapr.ext.grpc import InvokeMethodRequest, InvokeMethodResponse
+
+    def setup(app: App) -> None:
+        @app.method("echo")
+        def echo(request: InvokeMethodRequest) -> InvokeMethodResponse:
+            body = json.dumps({"got": request.text(), "ct": request.content_type})
+            return InvokeMethodResponse(body.encode(), "application/json")
+
+    with SdkApp(setup) as app:
+        s = await started(start_sidecar, app.port)
+        r = await s.client.post("/v1.0/invoke/app/method/echo", content=b"hello",
+                                headers={"content-type": "text/plain"})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("application/json")
+        assert r.json() == {"got": "hello", "ct": "text/plain"}
+        r = await s.client.post("/v1.0/invoke/app/method/nosuch", content=b"x")
+        assert r.status_code != 200

@@ -18,6 +18,8 @@ from google.protobuf import empty_pb2
 from edge_runtime import errors as E
 from edge_runtime.api.bindings import OutputBindings
 from edge_runtime.api.grpc.errors import handled
+from edge_runtime.api.grpc.invoke import invoke_service
+from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import StateItem, TransactionOp, Universal
 from edge_runtime.errors import APIError
@@ -135,10 +137,12 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
     """The implemented slice of the Dapr service."""
 
     def __init__(
-        self, core: Universal, publisher: Publisher, *, bindings: OutputBindings | None = None
+        self, core: Universal, publisher: Publisher, invoking: Invoking | None = None, *,
+        bindings: OutputBindings | None = None,
     ) -> None:
         self.core = core
         self.publisher = publisher
+        self.invoking = invoking
         self.bindings = bindings or OutputBindings(core.components)
 
     # ----------------------------------------------------------------- state
@@ -233,6 +237,10 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
         if result is None:
             return binding_pb2.InvokeBindingResponse()
         return binding_pb2.InvokeBindingResponse(data=result.data, metadata=dict(result.metadata))
+    # ------------------------------------------------------------ invocation
+    @handled
+    async def InvokeService(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await invoke_service(self.invoking, request, context)
 
     # ---------------------------------------------- metadata and shutdown
     @handled

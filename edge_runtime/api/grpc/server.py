@@ -13,6 +13,7 @@ from dapr.proto.runtime.v1 import dapr_pb2_grpc
 from edge_runtime import errors as E
 from edge_runtime.api.grpc.dapr import DaprServicer
 from edge_runtime.api.grpc.errors import abort
+from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import Universal
 from edge_runtime.errors import APIError
@@ -83,8 +84,9 @@ class GrpcServer:
         api_token: str | None = None,
         max_message_size: int | None = None,
         graceful_s: float = 5.0,
+        invoking: Invoking | None = None,
     ) -> None:
-        self._servicer = DaprServicer(core, publisher)
+        self._servicer = DaprServicer(core, publisher, invoking)
         self._host = host
         self._requested_port = port
         self._api_token = api_token

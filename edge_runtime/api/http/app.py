@@ -9,6 +9,7 @@ Unknown paths get a 404 and known paths with another method a 405, both as JSON 
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
@@ -41,6 +42,7 @@ class Request:
     query: list[tuple[str, str]]
     headers: dict[str, str]
     body: bytes = b""
+    raw_query: str = ""
 
     def arg(self, name: str, default: str = "") -> str:
         """The first query value named ``name``."""
@@ -145,11 +147,15 @@ class HttpApp:
         *,
         max_body_size: int,
         api_token: str | None = None,
+        fallback: Handler | None = None,
     ) -> None:
         self.routes = list(routes)
         self.max_body_size = max_body_size
         self._token = api_token.encode() if api_token else None
         self._counters: dict[tuple[str, int], Any] = {}
+        # Serves requests no route matches when they name a target app (``dapr-app-id``):
+        # that is service invocation of the whole path (contract §2.6).
+        self.fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point (HTTP only; lifespan is handled by the runtime, not uvicorn)."""
@@ -184,6 +190,8 @@ class HttpApp:
             if not hmac.compare_digest(given, self._token):
                 return Response(401, b"invalid api token", "text/plain; charset=utf-8"), "auth"
         found, allowed = self._find(method, segments)
+        if found is None and self.fallback is not None and _names_app(headers):
+            found = (Route(frozenset({method}), "/", self.fallback, "invoke"), {})
         if found is None:
             if allowed:
                 raise APIError(
@@ -194,8 +202,9 @@ class HttpApp:
             raise APIError(E.NOT_FOUND, f"no Dapr API route for {method} {path}")
         r, params = found
         body = await self._read_body(headers, receive)
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        request = Request(method, path, params, query, headers, body)
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        query = parse_qsl(raw_query, keep_blank_values=True)
+        request = Request(method, path, params, query, headers, body, raw_query)
         return await r.handler(request), r.group
 
     def _find(
@@ -243,6 +252,28 @@ class HttpApp:
             headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _names_app(headers: dict[str, str]) -> bool:
+    """Whether a request names a target app: ``dapr-app-id``, or Basic auth with the user
+    ``dapr-app-id`` (both daprd's)."""
+    if headers.get("dapr-app-id"):
+        return True
+    return basic_auth_app_id(headers.get("authorization", "")) is not None
+
+
+def basic_auth_app_id(authorization: str) -> str | None:
+    """The app id in ``Authorization: Basic base64("dapr-app-id:<target>")``, else ``None``."""
+    if not authorization.startswith("Basic "):
+        return None
+    try:
+        decoded = base64.b64decode(authorization[6:], validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    user, sep, target = decoded.partition(":")
+    if not sep or user.lower() != "dapr-app-id" or not target or ":" in target:
+        return None
+    return target
 
 
 def _too_large(limit: int) -> APIError:

@@ -1,0 +1,153 @@
+"""The client side of ``edge_runtime.internal.v1.Invocation/CallLocal``: one gRPC channel per
+peer address, reused across calls.
+
+Before each call the channel must be connected: a connection that fails (refused, TLS
+handshake refused, nothing answering within ``connect_timeout_s``) raises
+:class:`~edge_runtime.invocation.PeerUnreachableError` and the channel is dropped, so the next
+attempt dials afresh rather than waiting out grpc's own reconnect backoff. Only then is the
+request sent; any error status after that is a :class:`~edge_runtime.invocation.PeerError`
+(the request may have reached the app). No grpc exception leaves this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from dapr.proto.common.v1 import common_pb2
+
+from edge_runtime.appchannel import InvokeCall, InvokeResult
+from edge_runtime.errors import GrpcCode
+from edge_runtime.invocation import (
+    CALL_LOCAL,
+    MD_CALLEE,
+    MD_CALLER,
+    MD_CALLER_NAMESPACE,
+    MD_TOKEN,
+    PeerError,
+    PeerUnreachableError,
+    TlsFiles,
+)
+from edge_runtime.invocation.wire import request_of, result_of
+
+__all__ = ["PeerClient", "channel_options"]
+
+log = logging.getLogger("edge_runtime.invocation")
+
+_READY = grpc.ChannelConnectivity.READY
+_FAILED = (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN)
+# Headers travel in metadata: allow more than grpc's 8 KiB default (HTTP servers take ~64 KiB).
+MAX_METADATA = 256 * 1024
+# Room for the message framing around a body of --max-body-size.
+ENVELOPE = 64 * 1024
+
+
+def channel_options(max_body_size: int) -> list[tuple[str, Any]]:
+    """Options shared by the internal server and client: message and metadata limits."""
+    limit = max_body_size + ENVELOPE
+    return [
+        ("grpc.max_send_message_length", limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_metadata_size", MAX_METADATA),
+    ]
+
+
+class PeerClient:
+    """Calls peer sidecars. Coroutine-safe; ``close()`` ends every channel."""
+
+    def __init__(
+        self,
+        *,
+        token: str | None,
+        tls: TlsFiles | None = None,
+        server_name: str | None = None,
+        max_body_size: int,
+        connect_timeout_s: float = 3.0,
+        namespace: str = "",
+    ) -> None:
+        self._token = token
+        self._namespace = namespace
+        self._connect_timeout_s = connect_timeout_s
+        self._options = channel_options(max_body_size)
+        if server_name:
+            self._options.append(("grpc.ssl_target_name_override", server_name))
+        self._credentials: Any = None
+        if tls is not None:  # read now: a missing file stops the start, not the first call
+            self._credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls.ca.read_bytes(),
+                private_key=tls.key.read_bytes(),
+                certificate_chain=tls.cert.read_bytes(),
+            )
+        self._peers: dict[str, tuple[Any, Any]] = {}
+
+    def _peer(self, address: str) -> tuple[Any, Any]:
+        """The channel to ``address`` and its ``CallLocal`` callable (made on first use)."""
+        peer = self._peers.get(address)
+        if peer is None:
+            if self._credentials is not None:
+                channel = grpc.aio.secure_channel(address, self._credentials, self._options)
+            else:
+                channel = grpc.aio.insecure_channel(address, self._options)
+            stub = channel.unary_unary(
+                CALL_LOCAL,
+                request_serializer=common_pb2.InvokeRequest.SerializeToString,
+                response_deserializer=common_pb2.InvokeResponse.FromString,
+            )
+            peer = self._peers[address] = (channel, stub)
+        return peer
+
+    async def _drop(self, address: str, peer: tuple[Any, Any]) -> None:
+        if self._peers.get(address) is peer:
+            del self._peers[address]
+        await peer[0].close()
+
+    async def _connected(self, address: str) -> Any:
+        """``CallLocal`` on a connected channel to ``address``."""
+        peer = self._peer(address)
+        channel = peer[0]
+        state = channel.get_state(try_to_connect=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout_s
+        while state is not _READY:
+            if state in _FAILED:
+                await self._drop(address, peer)
+                raise PeerUnreachableError(f"cannot connect to the sidecar at {address}")
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await channel.wait_for_state_change(state)
+            except TimeoutError:
+                await self._drop(address, peer)
+                raise PeerUnreachableError(
+                    f"no connection to the sidecar at {address} within "
+                    f"{self._connect_timeout_s:g}s"
+                ) from None
+            state = channel.get_state()
+        return peer[1]
+
+    async def call(
+        self, address: str, call: InvokeCall, *, caller: str, callee: str
+    ) -> InvokeResult:
+        """See :class:`~edge_runtime.invocation.RemoteInvoker`."""
+        call_local = await self._connected(address)
+        message, metadata = request_of(call)
+        metadata += [(MD_CALLER, caller), (MD_CALLEE, callee)]
+        if self._namespace:
+            metadata.append((MD_CALLER_NAMESPACE, self._namespace))
+        if self._token:
+            metadata.append((MD_TOKEN, self._token))
+        rpc = call_local(message, metadata=tuple(metadata))
+        try:
+            reply = await rpc
+            trailing = await rpc.trailing_metadata()
+        except grpc.aio.AioRpcError as exc:
+            code = GrpcCode(exc.code().value[0])
+            raise PeerError(code, exc.details() or code.name) from None
+        return result_of(reply, tuple(trailing or ()))
+
+    async def close(self) -> None:
+        """Close every channel; idempotent."""
+        peers, self._peers = list(self._peers.values()), {}
+        for channel, _stub in peers:
+            await channel.close()
