@@ -32,6 +32,7 @@ from edge_runtime.invocation import (
 )
 from edge_runtime.invocation.peers import channel_options
 from edge_runtime.invocation.wire import call_of, reply_of
+from edge_runtime.support.grpcbind import bind
 
 __all__ = ["InternalServer", "LocalHandler"]
 
@@ -84,20 +85,14 @@ class InternalServer:
             (grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),)
         )
         address = f"{self._host}:{self._requested_port}"
-        try:
-            if self._tls is not None:
-                credentials = grpc.ssl_server_credentials(
-                    [(self._tls.key.read_bytes(), self._tls.cert.read_bytes())],
-                    root_certificates=self._tls.ca.read_bytes(),
-                    require_client_auth=True,
-                )
-                port = server.add_secure_port(address, credentials)
-            else:
-                port = server.add_insecure_port(address)
-        except RuntimeError as exc:  # grpcio >= 1.5x raises instead of returning 0
-            raise OSError(f"cannot bind {address}: {exc}") from None
-        if not port:
-            raise OSError(f"cannot bind {address}")
+        credentials = None
+        if self._tls is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(self._tls.key.read_bytes(), self._tls.cert.read_bytes())],
+                root_certificates=self._tls.ca.read_bytes(),
+                require_client_auth=True,
+            )
+        port = bind(server, address, credentials)
         await server.start()
         self._server = server
         self.port = port

@@ -41,6 +41,7 @@ from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
 from edge_runtime.runtime.invocation import InvocationSetup
 from edge_runtime.runtime.subscribing import SubscribeError, Subscriptions
 from edge_runtime.support import systemd
+from edge_runtime.support.atomicfile import write_atomic
 from edge_runtime.support.disk import DiskBudget
 from edge_runtime.support.sqlitedb import Database
 
@@ -240,9 +241,7 @@ class Runtime:
             "ports": self.view.ports,
             "version": __version__,
         }
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(path)
+        write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

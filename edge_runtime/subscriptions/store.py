@@ -8,17 +8,15 @@ as their text and compiled again by :func:`load`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edge_runtime.subscriptions.model import Subscription, SubscriptionType
 from edge_runtime.subscriptions.parse import from_object
+from edge_runtime.support.atomicfile import write_atomic
 
 __all__ = ["FILE_NAME", "FORMAT", "SubscriptionFileError", "load", "save"]
 
@@ -59,27 +57,10 @@ def save(path: Path, subs: Sequence[Subscription]) -> None:
     """
     doc = {"format": FORMAT, "subscriptions": [_to_json(s) for s in subs]}
     data = json.dumps(doc, indent=1, ensure_ascii=False).encode()
-    tmp = ""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = ""
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        write_atomic(path, data)
     except OSError as exc:
         raise SubscriptionFileError(f"cannot write {path}: {exc}") from exc
-    finally:
-        if tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
 
 
 def load(path: Path) -> list[Subscription]:

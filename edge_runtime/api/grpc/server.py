@@ -17,6 +17,7 @@ from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import Universal
 from edge_runtime.errors import APIError
+from edge_runtime.support.grpcbind import bind
 
 log = logging.getLogger("edge_runtime.api.grpc")
 
@@ -105,12 +106,7 @@ class GrpcServer:
         server = grpc.aio.server(interceptors=interceptors, options=options)
         dapr_pb2_grpc.add_DaprServicer_to_server(self._servicer, server)  # type: ignore[no-untyped-call]
         address = f"{self._host}:{self._requested_port}"
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as exc:  # grpcio >= 1.5x raises instead of returning 0
-            raise OSError(f"cannot bind {address}: {exc}") from None
-        if not port:
-            raise OSError(f"cannot bind {address}")
+        port = bind(server, address)
         await server.start()
         self._server = server
         self.port = port
