@@ -1,7 +1,9 @@
 """``dapr.proto.runtime.v1.Dapr``: messages in, core calls, messages out (contract §4.2).
 
 Only translation lives here; validation, key prefixing and error classification are in
-:mod:`edge_runtime.api.universal` and :mod:`edge_runtime.api.publishing`. RPCs not overridden
+:mod:`edge_runtime.api.universal` and :mod:`edge_runtime.api.publishing`. Bulk publish and
+streaming subscriptions come from :mod:`~edge_runtime.api.grpc.pubsub`, bulk delete, query
+and secrets from :mod:`~edge_runtime.api.grpc.state_secrets`. RPCs not overridden
 keep the generated default, which answers UNIMPLEMENTED (the SDK's bulk-publish fallback
 relies on that).
 """
@@ -17,9 +19,12 @@ from google.protobuf import empty_pb2
 
 from edge_runtime import errors as E
 from edge_runtime.api.grpc.errors import handled
+from edge_runtime.api.grpc.pubsub import PubSubRpcs, call_trace
+from edge_runtime.api.grpc.state_secrets import StateSecretRpcs
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import StateItem, TransactionOp, Universal
 from edge_runtime.errors import APIError
+from edge_runtime.runtime.streaming import StreamHub
 
 _CONCURRENCY = {0: "", 1: "first-write", 2: "last-write"}
 _CONSISTENCY = {0: "", 1: "eventual", 2: "strong"}
@@ -113,12 +118,15 @@ def metadata_response(doc: Mapping[str, Any]) -> Any:
     )
 
 
-class DaprServicer(dapr_pb2_grpc.DaprServicer):
+class DaprServicer(PubSubRpcs, StateSecretRpcs, dapr_pb2_grpc.DaprServicer):
     """The implemented slice of the Dapr service."""
 
-    def __init__(self, core: Universal, publisher: Publisher) -> None:
+    def __init__(
+        self, core: Universal, publisher: Publisher, *, streams: StreamHub | None = None
+    ) -> None:
         self.core = core
         self.publisher = publisher
+        self.streams = streams
 
     # ----------------------------------------------------------------- state
     @handled
@@ -197,6 +205,7 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
             bytes(request.data),
             request.data_content_type,
             dict(request.metadata),
+            call_trace(context),
         )
         return empty_pb2.Empty()
 
