@@ -225,7 +225,11 @@ class StreamHub:
                 ) from None
             self._sessions[key] = session
         GRPC_STREAMS.inc()
-        await session.start()
+        try:
+            await session.start()
+        except BaseException:  # cancelled while starting: give the key back
+            await session.close()
+            raise
         log.info("streaming subscription opened: %s/%s%s", req.pubsub_name, req.topic,
                  " (takes over a declared subscription)" if base is not None else "")
         return session
