@@ -23,7 +23,7 @@ import pytest
 from dapr.aio.clients import DaprClient as AioDaprClient
 from dapr.clients.grpc._response import TopicEventResponse
 from dapr.common.pubsub.subscription import SubscriptionMessage
-from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, pubsub_pb2
+from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2_grpc, metadata_pb2, pubsub_pb2
 
 from tests.api.conftest import Sidecar, StartSidecar
 from tests.api.test_grpc_more import reason
@@ -83,6 +83,18 @@ async def no_streams(s: Sidecar) -> bool:
     return not await streaming_subs(s)
 
 
+async def open_streams_gauge(s: Sidecar) -> float:
+    r = await s.client.get(f"http://127.0.0.1:{s.runtime.view.ports['metrics']}/metrics")
+    for line in r.text.splitlines():
+        if line.startswith("edge_runtime_grpc_streaming_subscriptions "):
+            return float(line.split()[1])
+    raise AssertionError("no streaming gauge")
+
+
+async def _gauge_is(s: Sidecar, n: float) -> bool:
+    return await open_streams_gauge(s) == n
+
+
 async def _healthy(s: Sidecar) -> bool:
     return (await s.client.get("/v1.0/healthz")).status_code == 204
 
@@ -110,6 +122,7 @@ async def test_events_arrive_with_cloudevent_fields(sdk: Sdk, side: Sidecar) -> 
     try:
         (listed,) = await streaming_subs(side)
         assert (listed["pubsubname"], listed["topic"]) == ("mem", "orders")
+        assert await open_streams_gauge(side) == 1
         tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         await publish(side, "orders", {"n": 1}, traceparent=tp)
         msg = await next_msg(sub)
@@ -128,6 +141,7 @@ async def test_events_arrive_with_cloudevent_fields(sdk: Sdk, side: Sidecar) -> 
     finally:
         await sdk(sub.close)
     await until(lambda: no_streams(side), "the subscription to end with its stream")
+    await until(lambda: _gauge_is(side, 0), "the open-streams gauge back to 0")
 
 
 
@@ -318,6 +332,33 @@ async def test_aio_subscribe_with_handler(side: Sidecar) -> None:
             await asyncio.to_thread(thread.join, 20)
 
 
+
+
+async def test_sync_subscribe_with_handler_and_grpc_metadata(sdk: Sdk, side: Sidecar) -> None:
+    got: list[Any] = []
+
+    def handler(msg: SubscriptionMessage) -> TopicEventResponse:
+        got.append(msg.data())
+        # RETRY once: the same event comes back to the handler
+        return TopicEventResponse("retry" if len(got) == 1 else "success")
+
+    close = await sdk(sdk.client.subscribe_with_handler, "mem", "handled", handler)
+    try:
+        # gRPC GetMetadata lists the stream too (the SDK's wrapper does not show them).
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{side.runtime.view.ports['grpc']}"
+        ) as channel:
+            stub = dapr_pb2_grpc.DaprStub(channel)  # type: ignore[no-untyped-call]
+            md = await stub.GetMetadata(metadata_pb2.GetMetadataRequest())
+        streaming = metadata_pb2.PubsubSubscriptionType.Value("STREAMING")
+        assert [(x.topic, x.type) for x in md.subscriptions] == [("handled", streaming)]
+        await publish(side, "handled", {"i": 1})
+        await until(lambda: len(got) >= 2, "the event twice at the handler")
+        assert got == [{"i": 1}, {"i": 1}]
+        await until(lambda: backlog_is(side, "mem|handled", 0), "the event answered")
+    finally:
+        await sdk(close)
+    await until(lambda: no_streams(side), "the stream to end")
 
 
 async def test_protocol_edges_with_a_raw_stub(side: Sidecar) -> None:
