@@ -62,6 +62,7 @@ test: lint typecheck unit
 bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
 	$(PY) -m bench.state_bench
+	$(PY) -m bench.grpc_bench
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.pubsub_bench
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 50
 	$(PY) -m bench.startup_bench

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 
+from bench._httpload import Poster
 from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.support.mosquitto import Mosquitto
 
@@ -139,18 +140,20 @@ async def through_sidecars(
                     if r.status_code == 204:
                         break
                     await asyncio.sleep(0.05)
-                url = f"http://127.0.0.1:{pub_port}/v1.0/publish/mqtt/lat/side"
                 n = int(rate * seconds)
-                start = time.perf_counter()
-                pending = set()
-                for i in range(n):
-                    delay = start + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    body = {"t": time.perf_counter()}
-                    pending.add(asyncio.create_task(c.post(url, json=body)))
-                    pending = {t for t in pending if not t.done()}
-                await asyncio.gather(*pending)
+                async with Poster("127.0.0.1", pub_port, "/v1.0/publish/mqtt/lat/side") as post:
+                    start = time.perf_counter()
+                    pending = set()
+                    for i in range(n):
+                        delay = start + i / rate - time.perf_counter()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        body = json.dumps({"t": time.perf_counter()}).encode()
+                        pending.add(asyncio.create_task(post.post(body)))
+                        pending = {t for t in pending if not t.done()}
+                    statuses = await asyncio.gather(*pending)
+                    if any(s != 204 for s in statuses):
+                        print(f"  (publishes answered {sorted(set(statuses))})")
                 deadline = time.monotonic() + 15
                 while len(lat) < n and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a list
                     await asyncio.sleep(0.05)

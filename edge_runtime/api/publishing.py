@@ -3,6 +3,12 @@
 A publish is wrapped in a CloudEvent (unless ``rawPayload``) and appended to the pub/sub
 component's outbox; it returns once the row is committed, so the 204 means "on disk". The
 relay takes it to the broker from there.
+
+Trace context: the caller's W3C ``traceparent``/``tracestate`` (HTTP headers, gRPC metadata;
+the adapters pass them in a :class:`Trace`) become the envelope's ``traceid``/``traceparent``
+and ``tracestate`` (``metadata.cloudevent.*`` still override them). A ``rawPayload`` publish
+has no envelope, so, as daprd does, they go into the message metadata given to the component
+as ``traceid`` and ``tracestate``, where a subscriber's raw-payload wrapper finds them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,22 @@ from edge_runtime.support.sqlitedb import DBError
 
 # Request metadata the runtime consumes; everything else is passed to the component.
 _RUNTIME_KEYS = ("rawpayload", "ttlinseconds", "ttl")
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """The caller's W3C trace context (empty strings when it sent none)."""
+
+    traceparent: str = ""
+    tracestate: str = ""
+
+    @classmethod
+    def of(cls, pairs: Mapping[str, str]) -> Trace:
+        """From lower-case header or metadata names."""
+        return cls(pairs.get("traceparent", ""), pairs.get("tracestate", ""))
+
+
+NO_TRACE = Trace()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +108,14 @@ class Publisher:
             )
         return comp
 
+    def check(self, name: str, topic: str) -> None:
+        """Raise the :class:`APIError` a publish to ``name``/``topic`` would get for them
+        (no pubsub configured, empty or unknown name, empty topic)."""
+        self._pubsub(name, topic)
+
     def _item(
-        self, name: str, topic: str, data: bytes, content_type: str, metadata: Mapping[str, str]
+        self, name: str, topic: str, data: bytes, content_type: str, metadata: Mapping[str, str],
+        trace: Trace = NO_TRACE,
     ) -> Item:
         try:
             options = cloudevents.options_from_metadata(metadata)
@@ -105,6 +133,8 @@ class Publisher:
                 pubsub=name,
                 source=self.view.app_id,
                 options=options,
+                traceparent=trace.traceparent,
+                tracestate=trace.tracestate,
             )
         except cloudevents.EnvelopeError as exc:
             raise APIError(
@@ -117,6 +147,9 @@ class Publisher:
             for k, v in metadata.items()
             if k.lower() not in _RUNTIME_KEYS and not k.lower().startswith("cloudevent.")
         }
+        if options.raw_payload:
+            fields = {"traceid": trace.traceparent, "tracestate": trace.tracestate}
+            passthrough.update({k: v for k, v in fields.items() if v})
         ttl = float(options.ttl_seconds) if options.ttl_seconds else None
         return Item(topic, payload, passthrough, ttl)
 
@@ -145,10 +178,11 @@ class Publisher:
         data: bytes,
         content_type: str,
         metadata: Mapping[str, str],
+        trace: Trace = NO_TRACE,
     ) -> None:
         """Wrap, store durably and return (the relay delivers it later)."""
         comp = self._pubsub(pubsub, topic)
-        await self._append(comp, [self._item(pubsub, topic, data, content_type, metadata)])
+        await self._append(comp, [self._item(pubsub, topic, data, content_type, metadata, trace)])
 
     async def bulk_publish(
         self,
@@ -156,6 +190,7 @@ class Publisher:
         topic: str,
         entries: Sequence[BulkEntry],
         metadata: Mapping[str, str],
+        trace: Trace = NO_TRACE,
     ) -> list[FailedEntry]:
         """Store every entry in one commit (all or none); the entries that failed."""
         comp = self._pubsub(pubsub, topic)
@@ -163,7 +198,7 @@ class Publisher:
         if any(not i for i in ids) or len(set(ids)) != len(ids):
             raise APIError(E.PUBSUB_EVENTS_SER, "every entry needs a unique, non-empty entryId")
         items = [
-            self._item(pubsub, topic, e.event, e.content_type, {**metadata, **e.metadata})
+            self._item(pubsub, topic, e.event, e.content_type, {**metadata, **e.metadata}, trace)
             for e in entries
         ]
         if not items:

@@ -8,6 +8,7 @@ transports answer the same request the same way.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -245,6 +246,31 @@ class Universal:
         prefix = f"failed deleting state with key {item.key}"
         with _translated(E.STATE_DELETE, prefix, E.STATE_DELETE_ETAG_MISMATCH):
             await comp.store.delete(request)
+
+    async def delete_bulk_state(self, store: str, items: Sequence[StateItem]) -> None:
+        """Delete several keys, each on its own and concurrently (not atomic, like daprd's
+        gRPC ``DeleteBulkState``); any failure is ``ERR_STATE_BULK_DELETE`` (409/ABORTED when
+        an etag did not match), after every delete was tried."""
+        comp = self._state(store)
+        requests = [self._delete_request(comp, i) for i in items]
+
+        async def one(request: DeleteRequest) -> StateError | None:
+            try:
+                await comp.store.delete(request)
+            except StateError as exc:
+                return exc
+            return None
+
+        prefix = f"failed deleting state in state store {store}"
+        with _translated(E.STATE_BULK_DELETE, prefix):  # a full disk is ERR_STORAGE_FULL
+            results = await asyncio.gather(*(one(r) for r in requests))
+        failures = [r for r in results if r is not None]
+        if not failures:
+            return
+        message = "; ".join(sorted({str(f) for f in failures}))
+        mismatch = any(isinstance(f, ETagMismatchError) for f in failures)
+        kind = E.STATE_BULK_DELETE_ETAG_MISMATCH if mismatch else E.STATE_BULK_DELETE
+        raise APIError(kind, f"{prefix}: {message}")
 
     async def transaction(self, store: str, operations: Sequence[TransactionOp]) -> None:
         """Apply upserts and deletes atomically; any failure is ``ERR_STATE_TRANSACTION``."""

@@ -6,7 +6,7 @@ the metric they update from here, so the full list lives in one place.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -14,6 +14,27 @@ HTTP_REQUESTS = Counter(
     "edge_runtime_http_requests",
     "Dapr HTTP API requests answered, by route group and status code.",
     ["route", "status"],
+    registry=REGISTRY,
+)
+GRPC_REQUESTS = Counter(
+    "edge_runtime_grpc_requests",
+    "Dapr gRPC API calls answered, by method (e.g. GetState) and status code name (OK,"
+    " INVALID_ARGUMENT ...); a streaming call is counted when it ends.",
+    ["method", "status"],
+    registry=REGISTRY,
+)
+GRPC_LATENCY = Histogram(
+    "edge_runtime_grpc_request_seconds",
+    "Time to answer a unary Dapr gRPC API call, by method and status code name (streams,"
+    " which last as long as the client keeps them, are left out).",
+    ["method", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+             10.0),
+    registry=REGISTRY,
+)
+GRPC_STREAMS = Gauge(
+    "edge_runtime_grpc_streaming_subscriptions",
+    "Streaming subscriptions (SubscribeTopicEventsAlpha1) open now.",
     registry=REGISTRY,
 )
 DB_COMMITS = Counter(

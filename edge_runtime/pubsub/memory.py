@@ -85,8 +85,10 @@ class MemoryPubSub:
             raise NotConnectedError(f"in-memory pubsub {self.name} is closed")
         for topic_filter, handler in list(self._subs.items()):
             if matches(topic_filter, message.topic):
+                # The message's metadata travels with it, as a broker's message properties.
                 received = Received(
-                    message.topic, message.data, topic_filter, {"retained": "false"}
+                    message.topic, message.data, topic_filter,
+                    {**message.metadata, "retained": "false"},
                 )
                 task = asyncio.create_task(self._deliver(handler, received))
                 self._tasks.add(task)

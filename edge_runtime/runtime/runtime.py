@@ -217,10 +217,15 @@ class Runtime:
         except ImportError as exc:
             log.warning("gRPC API disabled (install the grpc extra to enable it): %s", exc)
             return
+        from edge_runtime.runtime.streaming import StreamHub
+
+        streams = None
+        if self.subscriptions is not None:
+            streams = StreamHub(self.subscriptions, self.publisher.check)
         server = GrpcServer(
             self.core, self.publisher, host=s.dapr_listen_address, port=s.dapr_grpc_port,
             api_token=s.api_token, max_message_size=s.max_body_size,
-            graceful_s=s.graceful_shutdown_s,
+            graceful_s=s.graceful_shutdown_s, streams=streams,
             invoking=self.invocation.invoking if self.invocation else None,
         )
         try:

@@ -8,6 +8,10 @@ replaced and the broker subscriptions follow. Only delivery waits for the app.
 
 The channel to the app (HTTP, or gRPC with ``ListTopicSubscriptions`` for discovery) comes
 from :mod:`~edge_runtime.runtime.appconnect`, by ``--app-protocol``.
+
+Streaming subscriptions (:mod:`~edge_runtime.runtime.streaming`) attach here: while a stream
+is open for a key, it is that key's delivery target instead of the app, and a key no other
+subscription has is subscribed on the component for as long as the stream lasts.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Sequence
 from edge_runtime.config.manifest import RawResource
 from edge_runtime.config.settings import Settings
 from edge_runtime.inbox.appdelivery import peek_envelope
-from edge_runtime.inbox.deliver import Deliverer
+from edge_runtime.inbox.deliver import Deliverer, RetryLookup
 from edge_runtime.inbox.resiliency import inbound_retry
 from edge_runtime.inbox.store import Inbox, InboxRow
 from edge_runtime.outbox.store import Item
@@ -62,6 +66,11 @@ class Subscriptions:
         self._discover: Discover | None = None
         self.deliverer: Deliverer[Subscription] | None = None
         self._subscribed: dict[tuple[str, str], Subscription] = {}
+        self.retry: RetryLookup | None = None
+        # Streaming subscriptions by key (runtime/streaming.py); changes to them and to the
+        # app's list are made under ``lock``.
+        self.streams: dict[str, Subscription] = {}
+        self.lock = asyncio.Lock()
 
     async def open(self) -> None:
         """Open the inbox and read the declarative and saved lists.
@@ -74,6 +83,7 @@ class Subscriptions:
         if problems:
             raise SubscribeError("; ".join(str(p) for p in problems))
         self.declarative = declarative
+        self.retry = retry.for_pubsub
         saved = load(self.settings.data_dir / FILE_NAME)
         self.active, notes = combine(declarative, saved)
         for note in notes:
@@ -84,7 +94,7 @@ class Subscriptions:
             self.channel, self._discover = app.channel, app.discover
             self.deliverer = Deliverer(
                 self.inbox, app.deliver, ready=self.app_ready,
-                dead_letter=self._dead_letter, retry=retry.for_pubsub,
+                dead_letter=self.dead_letter, retry=retry.for_pubsub,
                 deliver_bulk=app.deliver_bulk,
             )
         if self.active:
@@ -110,7 +120,7 @@ class Subscriptions:
     async def start(self) -> None:
         """Start the deliverer (it waits for the app)."""
         if self.deliverer is not None:
-            await self.deliverer.start(self.active)
+            await self.deliverer.start(self.app_subs())
 
     async def app_is_ready(self) -> None:
         """Ask the app for its subscriptions, follow them, save them, start delivering."""
@@ -131,8 +141,57 @@ class Subscriptions:
             await self._follow(merged)
         self.app_ready.set()
 
+    def app_subs(self) -> list[Subscription]:
+        """The active subscriptions delivered to the app: those without an open stream."""
+        return [s for s in self.active if s.key not in self.streams]
+
+    def _declared(self, key: str) -> bool:
+        return any(s.key == key for s in self.active)
+
+    async def attach_stream(self, sub: Subscription) -> None:
+        """Make a stream the delivery target of ``sub.key`` (call under :attr:`lock`).
+
+        When a declared or programmatic subscription has the key, the app's deliverer lets
+        go of it (in-flight deliveries finish first); otherwise the component is subscribed
+        to the topic now. Raises what the component's ``subscribe`` raises.
+        """
+        self.streams[sub.key] = sub
+        try:
+            if self._declared(sub.key):
+                if self.deliverer is not None:
+                    await self.deliverer.update(self.app_subs())
+                return
+            comp = self.components.pubsubs[sub.pubsub_name]
+            await comp.pubsub.subscribe(sub.topic, self.handler(sub), sub.metadata)
+            self._subscribed[(sub.pubsub_name, sub.topic)] = sub
+        except BaseException:
+            del self.streams[sub.key]
+            raise
+
+    async def detach_stream(self, sub: Subscription) -> None:
+        """The stream of ``sub.key`` ended (call under :attr:`lock`): the app gets the key
+        back, or, for a key only the stream had, the component is unsubscribed (daprd's
+        streaming subscriptions exist only while their stream is open)."""
+        if self.streams.get(sub.key) is sub:
+            del self.streams[sub.key]
+        if self._declared(sub.key):
+            if self.deliverer is not None:
+                await self.deliverer.update(self.app_subs())
+            return
+        pair = (sub.pubsub_name, sub.topic)
+        if self._subscribed.pop(pair, None) is not None:
+            comp = self.components.pubsubs.get(sub.pubsub_name)
+            if comp is not None:
+                await comp.pubsub.unsubscribe(sub.topic)
+
     async def _follow(self, subs: list[Subscription]) -> None:
+        async with self.lock:
+            await self._follow_locked(subs)
+
+    async def _follow_locked(self, subs: list[Subscription]) -> None:
         wanted = {(s.pubsub_name, s.topic): s for s in subs}
+        for s in self.streams.values():  # a stream keeps its topic while it is open
+            wanted.setdefault((s.pubsub_name, s.topic), s)
         for key in [k for k in self._subscribed if k not in wanted]:
             comp = self.components.pubsubs.get(key[0])
             if comp is not None:
@@ -148,11 +207,11 @@ class Subscriptions:
                 self._subscribed[key] = sub
         self.active = subs
         if self.deliverer is not None:
-            await self.deliverer.update(subs)
+            await self.deliverer.update(self.app_subs())
         log.info("subscriptions: %s",
                  ", ".join(f"{s.pubsub_name}/{s.topic}" for s in subs) or "none")
 
-    async def _dead_letter(self, sub: Subscription, row: InboxRow) -> None:
+    async def dead_letter(self, sub: Subscription, row: InboxRow) -> None:
         """Send the original bytes to the dead-letter topic, through the durable outbox."""
         comp = self.components.pubsubs.get(sub.pubsub_name)
         if comp is None or not sub.dead_letter_topic:
@@ -179,5 +238,5 @@ class Subscriptions:
                 + ([{"match": "", "path": s.default_path}] if s.default_path else []),
                 "deadLetterTopic": s.dead_letter_topic, "type": str(s.type),
             }
-            for s in self.active
+            for s in [*self.active, *self.streams.values()]
         ]

@@ -218,9 +218,9 @@ async def test_get_and_set_metadata(sdk: Sdk) -> None:
 
 
 async def test_unimplemented_rpc_stays_unimplemented(sdk: Sdk) -> None:
-    # get_secret does not wrap errors in DaprGrpcError: the raw grpc error comes through.
+    # get_configuration does not wrap errors in DaprGrpcError: the raw grpc error comes through.
     with pytest.raises(grpc.RpcError) as info:
-        await sdk(sdk.client.get_secret, "vault", "k")
+        await sdk(sdk.client.get_configuration, "config", ["k"])
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -234,7 +234,7 @@ async def test_token_enforced(start_sidecar: StartSidecar, monkeypatch: pytest.M
         assert info.value.details() == "Unauthorized"
         # Unimplemented RPCs are checked too.
         with pytest.raises(grpc.RpcError) as raw:
-            await anonymous(anonymous.client.get_secret, "vault", "k")
+            await anonymous(anonymous.client.get_configuration, "config", ["k"])
         assert raw.value.code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await asyncio.to_thread(anonymous.client.close)

@@ -1,7 +1,9 @@
 """``dapr.proto.runtime.v1.Dapr``: messages in, core calls, messages out (contract §4.2).
 
 Only translation lives here; validation, key prefixing and error classification are in
-:mod:`edge_runtime.api.universal` and :mod:`edge_runtime.api.publishing`. RPCs not overridden
+:mod:`edge_runtime.api.universal` and :mod:`edge_runtime.api.publishing`. Bulk publish and
+streaming subscriptions come from :mod:`~edge_runtime.api.grpc.pubsub`, bulk delete, query
+and secrets from :mod:`~edge_runtime.api.grpc.state_secrets`. RPCs not overridden
 keep the generated default, which answers UNIMPLEMENTED (the SDK's bulk-publish fallback
 relies on that).
 """
@@ -19,10 +21,13 @@ from edge_runtime import errors as E
 from edge_runtime.api.bindings import OutputBindings
 from edge_runtime.api.grpc.errors import handled
 from edge_runtime.api.grpc.invoke import invoke_service
+from edge_runtime.api.grpc.pubsub import PubSubRpcs, call_trace
+from edge_runtime.api.grpc.state_secrets import StateSecretRpcs
 from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import StateItem, TransactionOp, Universal
 from edge_runtime.errors import APIError
+from edge_runtime.runtime.streaming import StreamHub
 
 _CONCURRENCY = {0: "", 1: "first-write", 2: "last-write"}
 _CONSISTENCY = {0: "", 1: "eventual", 2: "strong"}
@@ -133,17 +138,18 @@ def metadata_response(doc: Mapping[str, Any]) -> Any:
     )
 
 
-class DaprServicer(dapr_pb2_grpc.DaprServicer):
+class DaprServicer(PubSubRpcs, StateSecretRpcs, dapr_pb2_grpc.DaprServicer):
     """The implemented slice of the Dapr service."""
 
     def __init__(
         self, core: Universal, publisher: Publisher, invoking: Invoking | None = None, *,
-        bindings: OutputBindings | None = None,
+        bindings: OutputBindings | None = None, streams: StreamHub | None = None,
     ) -> None:
         self.core = core
         self.publisher = publisher
         self.invoking = invoking
         self.bindings = bindings or OutputBindings(core.components)
+        self.streams = streams
 
     # ----------------------------------------------------------------- state
     @handled
@@ -222,6 +228,7 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
             bytes(request.data),
             request.data_content_type,
             dict(request.metadata),
+            call_trace(context),
         )
         return empty_pb2.Empty()
 

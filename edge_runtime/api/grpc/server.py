@@ -13,10 +13,12 @@ from dapr.proto.runtime.v1 import dapr_pb2_grpc
 from edge_runtime import errors as E
 from edge_runtime.api.grpc.dapr import DaprServicer
 from edge_runtime.api.grpc.errors import abort
+from edge_runtime.api.grpc.metrics import MetricsInterceptor
 from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import Universal
 from edge_runtime.errors import APIError
+from edge_runtime.runtime.streaming import StreamHub
 from edge_runtime.support.grpcbind import bind
 
 log = logging.getLogger("edge_runtime.api.grpc")
@@ -86,8 +88,10 @@ class GrpcServer:
         max_message_size: int | None = None,
         graceful_s: float = 5.0,
         invoking: Invoking | None = None,
+        streams: StreamHub | None = None,
     ) -> None:
-        self._servicer = DaprServicer(core, publisher, invoking)
+        self._servicer = DaprServicer(core, publisher, invoking, streams=streams)
+        self._streams = streams
         self._host = host
         self._requested_port = port
         self._api_token = api_token
@@ -98,7 +102,10 @@ class GrpcServer:
 
     async def start(self) -> None:
         """Bind and serve; raises :class:`OSError` when the port cannot be bound."""
-        interceptors = [TokenInterceptor(self._api_token)] if self._api_token else []
+        # Metrics first: it then sees (and counts) the calls the token check refuses.
+        interceptors: list[Any] = [MetricsInterceptor()]
+        if self._api_token:
+            interceptors.append(TokenInterceptor(self._api_token))
         # No SO_REUSEPORT: a second sidecar on the same port must fail, not share our calls.
         options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
         if self._max_message_size:
@@ -113,8 +120,11 @@ class GrpcServer:
         log.debug("gRPC API listening on %s:%d", self._host, port)
 
     async def stop(self) -> None:
-        """Stop accepting calls and let in-flight ones finish (up to the grace period)."""
+        """End the streaming subscriptions (their unanswered events stay in the inbox), stop
+        accepting calls and let in-flight ones finish (up to the grace period)."""
         if self._server is None:
             return
+        if self._streams is not None:
+            await self._streams.close_all()
         server, self._server = self._server, None
         await server.stop(self._graceful_s)

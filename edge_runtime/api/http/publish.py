@@ -6,7 +6,7 @@ from typing import Any
 
 from edge_runtime import errors as E
 from edge_runtime.api.http.app import Request, Response, Route, route
-from edge_runtime.api.publishing import BulkEntry, Publisher, decode_bulk_event
+from edge_runtime.api.publishing import BulkEntry, Publisher, Trace, decode_bulk_event
 from edge_runtime.errors import APIError
 
 
@@ -44,6 +44,7 @@ def routes(publisher: Publisher) -> list[Route]:
             req.body,
             req.headers.get("content-type", ""),
             req.metadata(),
+            Trace.of(req.headers),
         )
         return Response(204)
 
@@ -53,6 +54,7 @@ def routes(publisher: Publisher) -> list[Route]:
             req.params.get("topic", ""),
             _bulk_entries(req.json()),
             req.metadata(),
+            Trace.of(req.headers),
         )
         return Response(204)
 

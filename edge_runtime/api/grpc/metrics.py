@@ -1,0 +1,91 @@
+"""Request metrics for the Dapr gRPC API: a server interceptor, the counterpart of the HTTP
+adapter's ``edge_runtime_http_requests``.
+
+Every call to a method the server knows is counted in ``edge_runtime_grpc_requests`` by method
+name (``GetState``) and status code name (``OK``, ``ABORTED``, ``UNIMPLEMENTED`` ...), once it
+ends; unary calls also feed the ``edge_runtime_grpc_request_seconds`` histogram. Put it first in
+the interceptor list, so calls the token check refuses (``UNAUTHENTICATED``) are counted too.
+Methods the server does not know are left to grpc (UNIMPLEMENTED) and not counted, so a
+client cannot grow the label set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from edge_runtime.observability.metrics import GRPC_LATENCY, GRPC_REQUESTS
+
+__all__ = ["MetricsInterceptor"]
+
+
+def _status(context: Any, default: grpc.StatusCode) -> str:
+    code: Any = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if isinstance(code, int) and code in _BY_NUMBER:  # a number when set from a Status
+        return _BY_NUMBER[code]
+    return str(default.name)
+
+
+_BY_NUMBER: dict[int, str] = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
+def _measured(method: str, behavior: Callable[..., Any], *, unary: bool) -> Callable[..., Any]:
+    async def run(request: Any, context: Any) -> Any:
+        start = time.perf_counter()
+        status = grpc.StatusCode.UNKNOWN.name
+        try:
+            result = behavior(request, context)
+            if inspect.isawaitable(result):
+                result = await result
+        except asyncio.CancelledError:
+            status = grpc.StatusCode.CANCELLED.name
+            raise
+        except BaseException:
+            status = _status(context, grpc.StatusCode.UNKNOWN)
+            raise
+        else:
+            status = _status(context, grpc.StatusCode.OK)
+            return result
+        finally:
+            GRPC_REQUESTS.labels(method, status).inc()
+            if unary:
+                GRPC_LATENCY.labels(method, status).observe(time.perf_counter() - start)
+
+    return run
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Counts and times every call (see the module docstring)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        handler_call_details: Any,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = str(handler_call_details.method).rsplit("/", 1)[-1]
+        ser, des = handler.response_serializer, handler.request_deserializer
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                _measured(method, handler.stream_stream, unary=False), des, ser
+            )
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(
+                _measured(method, handler.stream_unary, unary=False), des, ser
+            )
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                _measured(method, handler.unary_stream, unary=False), des, ser
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            _measured(method, handler.unary_unary, unary=True), des, ser
+        )
