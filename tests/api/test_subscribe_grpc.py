@@ -230,3 +230,35 @@ async def test_invoking_a_grpc_app(start_sidecar: StartSidecar) -> None:
         assert r.json() == {"got": "hello", "ct": "text/plain"}
         r = await s.client.post("/v1.0/invoke/app/method/nosuch", content=b"x")
         assert r.status_code != 200
+
+
+BINDING = """
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: loop}
+spec:
+  type: bindings.in-memory
+  version: v1
+"""
+
+
+async def test_binding_events_reach_a_grpc_app(start_sidecar: StartSidecar) -> None:
+    from dapr.ext.grpc import BindingRequest
+
+    got: list[tuple[bytes, dict[str, str]]] = []
+
+    def setup(app: App) -> None:
+        @app.binding("loop")
+        def loop(request: BindingRequest) -> None:
+            got.append((request.data, dict(request.binding_metadata)))
+
+    with SdkApp(setup) as app:
+        s: Sidecar = await start_sidecar(BINDING, app_port=app.port, app_protocol="grpc")
+        await until(lambda: s.runtime.view.app_ready)
+        r = await s.client.post("/v1.0/bindings/loop", json={
+            "operation": "create", "data": {"c": 21.5}, "metadata": {"key": "t1"}})
+        assert r.status_code in (200, 204), r.text
+        await until(lambda: len(got) == 1)
+        data, metadata = got[0]
+        assert json.loads(data) == {"c": 21.5}
+        assert metadata.get("key") == "t1"
