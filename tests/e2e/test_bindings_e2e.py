@@ -12,7 +12,7 @@ import httpx
 
 from tests.api.test_bindings_input import BindingApp, free_port
 from tests.appchannel.appserver import AppServer
-from tests.e2e.test_mqtt_e2e import SidecarProcess
+from tests.support.sidecar import SidecarProcess
 
 LOOP = textwrap.dedent("""
     apiVersion: dapr.io/v1alpha1

@@ -12,8 +12,9 @@ import pytest
 from dapr.ext.grpc import App, SubscriptionMessage
 
 from tests.appchannel.grpcapp import SdkApp, until
-from tests.e2e.test_mqtt_e2e import SidecarProcess, component, healthy, publish
+from tests.e2e.test_mqtt_e2e import component, healthy, publish
 from tests.support.mosquitto import Mosquitto, require_mosquitto
+from tests.support.sidecar import SidecarProcess
 
 pytestmark = pytest.mark.broker
 

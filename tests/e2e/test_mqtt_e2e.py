@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
-import sys
 import textwrap
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -21,6 +19,7 @@ import pytest
 
 from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.support.mosquitto import Mosquitto, require_mosquitto
+from tests.support.sidecar import SidecarProcess
 
 pytestmark = pytest.mark.broker
 
@@ -38,76 +37,6 @@ def component(url: str, client_id: str) -> str:
           - {{name: consumerID, value: {client_id}}}
           - {{name: reconnectMax, value: 1s}}
     """)
-
-
-class SidecarProcess:
-    """``edge-runtime run`` in a subprocess with its own components and data dir."""
-
-    def __init__(
-        self, root: Path, name: str, components: str, app_port: int | None = None,
-        extra: Sequence[str] = (),
-    ):
-        self.extra = list(extra)  # more `run` flags, e.g. --app-protocol grpc
-        self.root = root / name
-        self.res = self.root / "components"
-        self.res.mkdir(parents=True, exist_ok=True)
-        (self.res / "c.yaml").write_text(components)
-        self.data = self.root / "data"
-        self.app_port = app_port
-        self.proc: asyncio.subprocess.Process | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "edge_runtime",
-            "run",
-            "--app-id",
-            "app",
-            "--dapr-http-port",
-            "0",
-            "--dapr-grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--resources-path",
-            str(self.res),
-            "--data-dir",
-            str(self.data),
-            "--log-level",
-            "warn",
-        ]
-        if self.app_port:
-            args += ["--app-port", str(self.app_port)]
-        args += self.extra
-        with contextlib.suppress(FileNotFoundError):
-            (self.data / "runtime.json").unlink()
-        self.proc = await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.DEVNULL)
-        for _ in range(400):
-            if self.proc.returncode is not None:
-                raise AssertionError(f"sidecar {self.root.name} exited {self.proc.returncode}")
-            try:
-                self.port = json.loads((self.data / "runtime.json").read_text())["ports"]["http"]
-            except (OSError, ValueError, KeyError):
-                await asyncio.sleep(0.05)
-            else:
-                return
-        raise AssertionError("sidecar did not start")
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 20)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 class App:

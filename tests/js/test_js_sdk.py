@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from dapr.clients import DaprClient
 
-from tests.e2e.test_mqtt_e2e import SidecarProcess
+from tests.support.sidecar import SidecarProcess
 
 HERE = Path(__file__).parent
 MARKER = HERE / "node_modules" / ".installed-lock-sha256"

@@ -1,0 +1,117 @@
+"""A sidecar as a separate process for end-to-end tests: ``edge-runtime run`` with port 0
+everywhere, its resources and data dir under ``root/name``, stderr in ``sidecar.log`` there,
+ports read from ``runtime.json`` once the outbound health check answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+
+
+class SidecarProcess:
+    """One ``edge-runtime run`` process; ``start`` again after ``kill``/``stop`` restarts it on
+    the same data dir (new ports)."""
+
+    def __init__(
+        self, root: Path, name: str, components: str = "", app_port: int | None = None,
+        extra: Sequence[str] = (), *, app_id: str = "app",
+        env: Mapping[str, str] | None = None, log_level: str = "info",
+    ) -> None:
+        self.name = name
+        self.app_id = app_id
+        self.root = root / name
+        self.res = self.root / "components"
+        self.res.mkdir(parents=True, exist_ok=True)
+        (self.res / "c.yaml").write_text(textwrap.dedent(components))
+        self.data = self.root / "data"
+        self.app_port = app_port
+        self.extra = list(extra)  # more `run` flags, e.g. --app-protocol grpc
+        self.env = dict(env or {})
+        self.log_level = log_level
+        self.log = self.root / "sidecar.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ports: dict[str, int] = {}
+
+    @property
+    def port(self) -> int:
+        """The HTTP API port."""
+        return self.ports["http"]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http']}"
+
+    @property
+    def internal(self) -> str:
+        return f"127.0.0.1:{self.ports['internal']}"
+
+    async def start(self, limit_s: float = 30) -> SidecarProcess:
+        args = [
+            sys.executable, "-m", "edge_runtime", "run", "--app-id", self.app_id,
+            "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0",
+            "--resources-path", str(self.res), "--data-dir", str(self.data),
+            "--log-level", self.log_level,
+        ]
+        if self.app_port:
+            args += ["--app-port", str(self.app_port)]
+        args += self.extra
+        with contextlib.suppress(FileNotFoundError):
+            (self.data / "runtime.json").unlink()
+        env = {**os.environ, **self.env}
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(*args, stderr=log, env=env)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit_s
+        while loop.time() < deadline:
+            if self.proc.returncode is not None:
+                raise AssertionError(
+                    f"sidecar {self.name} exited {self.proc.returncode}:\n"
+                    + self.log.read_text()[-3000:]
+                )
+            try:
+                self.ports = json.loads((self.data / "runtime.json").read_text())["ports"]
+            except (OSError, ValueError, KeyError):
+                await asyncio.sleep(0.05)
+                continue
+            with contextlib.suppress(httpx.HTTPError):
+                async with httpx.AsyncClient() as client:
+                    r = await client.get(f"{self.url}/v1.0/healthz/outbound")
+                if r.status_code == 204:
+                    return self
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"sidecar {self.name} did not start:\n{self.log.read_text()}")
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown work at all."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+    async def metric(self, name: str, labels: str = "") -> float:
+        """A Prometheus sample from the sidecar's metrics port (0 when absent)."""
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{self.ports['metrics']}/metrics")).text
+        want = f"{name}{{{labels}}}" if labels else name
+        for line in text.splitlines():
+            if line.startswith(want + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
