@@ -20,6 +20,7 @@ def builtin_registry() -> Registry:
     r.register("pubsub.mqtt", LazyFactory("edge_runtime.pubsub.mqtt"), aliases=("pubsub.mqtt3",))
     r.register("bindings.in-memory", bindings_memory.create)
     r.register("bindings.serial", LazyFactory("edge_runtime.bindings.serial"))
+    r.register("bindings.cron", LazyFactory("edge_runtime.bindings.cron"))
     r.register("secretstores.local.env", secret_env.create)
     r.register("secretstores.local.file", secret_file.create)
     return r
