@@ -126,11 +126,12 @@ async def test_length_prefixed_frames(
 async def test_fixed_and_raw_frames(
     pty: PtyPair, tmp_path: Path, bindings: list[SerialBinding]
 ) -> None:
-    fixed = await started(bindings, make(pty.a, tmp_path, framing="fixed", frameSize="4"))
+    b = make(pty.a, tmp_path, framing="fixed", frameSize="4", idleTimeout="100ms")
+    fixed = await started(bindings, b)
     pty.write(b"abcdefgh")
     assert await fixed.wait(2) == [b"abcd", b"efgh"]
     pty.write(b"xy")  # half a frame, then the line goes quiet
-    await until(lambda: dropped("uart", "truncated") >= 1, "the truncated frame", 5)
+    await until(lambda: b.reporter.counts.get("truncated") == 1, "the truncated frame", 5)
     pty.write(b"1234")
     assert await fixed.wait(3) == [b"abcd", b"efgh", b"1234"]  # in step after the gap
 
