@@ -2,7 +2,8 @@
 event loop).
 
 Modules: ``binding`` (the component), ``port`` (pyserial: the only importer), ``framing``
-(pure frame decoders), ``metadata``, ``report`` (counted, rate-limited drop logging).
+(pure frame decoders), ``payload`` (what ``write`` sends), ``metadata``, ``report`` (counted,
+rate-limited drop logging).
 """
 
 from edge_runtime.bindings.serial.binding import SerialBinding, create

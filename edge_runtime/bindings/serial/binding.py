@@ -21,11 +21,9 @@ drops the unfinished frame (``truncated``), shows ``connected: false`` in the me
 then reads on. A ``/dev/serial/by-id/...`` link names the same adapter whatever ``ttyUSB<n>``
 it gets back.
 
-Output operation ``write``: the data as bytes (request metadata ``encoding``: ``raw``, the
-default; ``text``: the data is a JSON string, as the HTTP API sends it, and its text is
-written in the component's codec, else UTF-8; ``base64``: the data is base64, or a JSON string
-holding it). It returns once every byte is in the driver, or fails (not connected, no room
-within ``writeTimeout``, an I/O error). Writes are serialised; they never interleave.
+Output operation ``write``: the data as bytes (request metadata ``encoding`` ``raw``, ``text``
+or ``base64``: ``payload.py``). It returns once every byte is in the driver, or fails (not
+connected, no room within ``writeTimeout``, an I/O error). Writes never interleave.
 
 Concurrency: every method runs on the loop that called :meth:`SerialBinding.init`.
 """
@@ -33,9 +31,6 @@ Concurrency: every method runs on the loop that called :meth:`SerialBinding.init
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import time
 from collections import deque
@@ -50,6 +45,7 @@ from edge_runtime.bindings.contract import (
 )
 from edge_runtime.bindings.serial.framing import Drop, Output, decode_text
 from edge_runtime.bindings.serial.metadata import SerialMetadata, SerialSettings, parse
+from edge_runtime.bindings.serial.payload import write_payload
 from edge_runtime.bindings.serial.port import PortError, PortGoneError, SerialPort, open_port
 from edge_runtime.bindings.serial.report import DropReporter
 from edge_runtime.config.metadata import declare_metadata
@@ -350,35 +346,13 @@ class SerialBinding:
                 f"binding {self.name} does not support operation {operation!r};"
                 f" supported: {', '.join(OPERATIONS)}"
             )
-        payload = self._payload(data, metadata)
+        try:
+            payload = write_payload(data, metadata, self.settings.text)
+        except ValueError as exc:
+            raise InvokeError(f"binding {self.name}: {exc}") from None
         async with self._write_lock:
             await self._write(payload)
         return None
-
-    def _payload(self, data: bytes, metadata: Mapping[str, str]) -> bytes:
-        encoding = next((v for k, v in metadata.items() if k.lower() == "encoding"), "raw")
-        encoding = encoding.strip().lower()
-        if encoding == "raw":
-            return bytes(data)
-        if encoding not in ("text", "base64"):
-            raise InvokeError(f"binding {self.name}: metadata encoding must be raw, text or"
-                              f" base64, got {encoding!r}")
-        text = _json_string(data)
-        if text is None:
-            if encoding == "text":
-                raise InvokeError(f"binding {self.name}: with encoding text the data must be"
-                                  " a JSON string")
-            text = bytes(data).decode("ascii", errors="replace")
-        if encoding == "text":
-            try:
-                return text.encode(self.settings.text or "utf-8")
-            except UnicodeEncodeError as exc:
-                raise InvokeError(f"binding {self.name}: the text cannot be written as"
-                                  f" {self.settings.text}: {exc.reason}") from None
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvokeError(f"binding {self.name}: the data is not valid base64") from None
 
     async def _write(self, payload: bytes) -> None:
         view, total = memoryview(payload), len(payload)
@@ -422,15 +396,6 @@ class SerialBinding:
     def _check_open(self) -> None:
         if self._closed:
             raise BindingError(f"binding {self.name} is closed")
-
-
-def _json_string(data: bytes) -> str | None:
-    """``data`` as a JSON string's text, or ``None`` when it is not one."""
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return None
-    return value if isinstance(value, str) else None
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
