@@ -19,6 +19,10 @@ def builtin_registry() -> Registry:
     r.register("pubsub.in-memory", pubsub_memory.create)
     r.register("pubsub.mqtt", LazyFactory("edge_runtime.pubsub.mqtt"), aliases=("pubsub.mqtt3",))
     r.register("bindings.in-memory", bindings_memory.create)
+    r.register("bindings.serial", LazyFactory("edge_runtime.bindings.serial"))
+    r.register("bindings.cron", LazyFactory("edge_runtime.bindings.cron"))
+    r.register("bindings.mqtt", LazyFactory("edge_runtime.bindings.mqtt"),
+               aliases=("bindings.mqtt3",))
     r.register("secretstores.local.env", secret_env.create)
     r.register("secretstores.local.file", secret_file.create)
     return r

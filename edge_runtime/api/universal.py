@@ -371,6 +371,11 @@ class Universal:
         for name, comp in self.components.pubsubs.items():
             extended[f"pubsub.{name}.connected"] = str(comp.pubsub.connected).lower()
             extended[f"pubsub.{name}.outbox"] = str(comp.outbox.count)
+        for name, binding in self.components.bindings.items():
+            # A binding may report its connection state (serial port, MQTT) as ``status``.
+            status = getattr(binding.instance, "status", None)
+            if isinstance(status, Mapping):
+                extended.update({f"binding.{name}.{k}": str(v) for k, v in status.items()})
         if v.subscriptions is not None:
             doc["subscriptions"] = v.subscriptions()
         conn: dict[str, Any] = {"protocol": v.app_protocol, "channelAddress": v.app_channel_address}

@@ -304,3 +304,44 @@ INVOCATION_REFUSED = Counter(
     ["app"],
     registry=REGISTRY,
 )
+
+# --- bindings.serial, bindings.cron (edge_runtime/bindings/serial, bindings/cron) -----------
+SERIAL_FRAMES = Counter(
+    "edge_runtime_serial_frames",
+    "Frames read from a serial port and committed to the inbox.",
+    ["binding"],
+    registry=REGISTRY,
+)
+SERIAL_FRAMES_DROPPED = Counter(
+    "edge_runtime_serial_frames_dropped",
+    "Serial input dropped, by reason: oversized (over maxFrameBytes), truncated (incomplete"
+    " at an idle gap or when the port went away), garbled (not valid text in the encoding,"
+    " or a length prefix out of sync), overflow (the queue to the inbox was full), not_stored"
+    " (the inbox refused it).",
+    ["binding", "reason"],
+    registry=REGISTRY,
+)
+SERIAL_CONNECTED = Gauge(
+    "edge_runtime_serial_connected",
+    "1 while the serial port is open, 0 while it is missing (unplugged) and being retried.",
+    ["binding"],
+    registry=REGISTRY,
+)
+SERIAL_DISCONNECTS = Counter(
+    "edge_runtime_serial_disconnects",
+    "Times an open serial port went away (unplugged adapter, I/O error).",
+    ["binding"],
+    registry=REGISTRY,
+)
+SERIAL_BYTES = Counter(
+    "edge_runtime_serial_bytes",
+    "Bytes read from (in) and written to (out) a serial port.",
+    ["binding", "direction"],
+    registry=REGISTRY,
+)
+CRON_FIRES = Counter(
+    "edge_runtime_cron_fires",
+    "Times a cron binding's schedule fired (each is one input event).",
+    ["binding"],
+    registry=REGISTRY,
+)

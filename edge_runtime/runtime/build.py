@@ -13,7 +13,8 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
-from edge_runtime.bindings import parse_options
+from edge_runtime.bindings import BindingOptions, parse_options
+from edge_runtime.bindings.outboxed import OutboxedBinding
 from edge_runtime.config.manifest import ComponentManifest
 from edge_runtime.config.metadata import MetadataError
 from edge_runtime.config.resolve import in_scope, resolve_metadata
@@ -128,6 +129,7 @@ class Builder:
         if options is not None and not binding_capabilities(instance, options):
             raise ComponentError("it has no input or output side that its direction allows")
         relay = await self._with_outbox(ctx, instance) if manifest.block == "pubsub" else None
+        binding_relay = await self._binding_outbox(ctx, instance, options)
         if relay is not None and self.before_connect is not None:
             # Handlers exist before CONNECT, so a persistent session's queue is not lost.
             await self.before_connect(manifest.name, instance)
@@ -146,15 +148,33 @@ class Builder:
             binding = BindingComponent(loaded, instance, options)
             loaded.capabilities = binding.capabilities
             self.components.bindings[manifest.name] = binding
+            if binding_relay is not None:
+                self.relays.append(binding_relay)
         self.components.add(loaded)
         log.info("component loaded: %s", manifest.describe())
 
-    async def _with_outbox(self, ctx: ComponentContext, pubsub: PubSub) -> Relay:
+    async def _binding_outbox(
+        self, ctx: ComponentContext, instance: object, options: BindingOptions | None
+    ) -> Relay | None:
+        """The outbox and relay of a binding whose output goes through one (``create`` of
+        ``bindings.mqtt``), as a pub/sub component gets them; ``None`` for any other."""
+        if options is None or not options.output or not isinstance(instance, OutboxedBinding):
+            return None
+        target = instance.relay_target
+        if target is None:
+            return None
+        relay = await self._with_outbox(ctx, target, f"binding:{ctx.manifest.name}")
+        instance.attach_outbox(relay.outbox)
+        return relay
+
+    async def _with_outbox(
+        self, ctx: ComponentContext, pubsub: PubSub, relay_name: str = ""
+    ) -> Relay:
         """A pub/sub component's outbox table and relay (the runtime starts the relay)."""
         assert self.outbox_db is not None, "the outbox database opens before components"
         settings = outbox_metadata(ctx.metadata, ctx.manifest)
-        outbox = Outbox(self.outbox_db, f"pubsub:{ctx.manifest.name}", settings.limits(),
-                        durable=settings.durable)
+        outbox = Outbox(self.outbox_db, relay_name or f"pubsub:{ctx.manifest.name}",
+                        settings.limits(), durable=settings.durable)
         await outbox.open()
 
         async def send(row: Row) -> None:

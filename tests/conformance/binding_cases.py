@@ -1,19 +1,34 @@
 """The table of binding implementations the bindings conformance suite runs over.
 
 Each row says how to build the binding and, for an input side, how to make it produce one
-event (``emit``): the in-memory binding emits what its ``create`` operation is given; a GPIO
-row will inject an edge into the simulated chip, a serial row write a frame to a pty.
+event (``emit``): the in-memory binding emits what its ``create`` operation is given; the
+serial row writes a line into the far end of a socat pty pair, the MQTT row publishes with a
+bare paho client to a private mosquitto (skipped without mosquitto); a GPIO row will inject an
+edge into the simulated chip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
 from edge_runtime.bindings import memory as memory_binding
+from edge_runtime.bindings import mqtt as mqtt_binding
+from edge_runtime.bindings import serial as serial_binding
+from tests.support.mosquitto import Mosquitto, mosquitto_path
+from tests.support.serialpty import PtyPair
 
 Emit = Callable[[Any, bytes], Awaitable[None]]
+Environment = Callable[[Path], AbstractAsyncContextManager[dict[str, str]]]
 
 
 async def _memory_emit(binding: Any, data: bytes) -> None:
@@ -33,6 +48,67 @@ class BindingCase:
     # An input event whose handler raised is redelivered by its source (a broker), rather than
     # reported to whoever caused it (loopback: the invoke fails).
     redelivers: bool = False
+    # What the binding needs around it (a pty pair, a broker), entered per test; it yields
+    # metadata added to ``metadata`` (the device path, the broker URL).
+    environment: Environment | None = None
+    # A source that can neither redeliver nor tell anyone (a serial frame) counts the event
+    # as dropped: this reads that count from the binding.
+    dropped: Callable[[Any], int] | None = None
+
+
+# --- bindings.serial: a socat pty pair per test; emitting writes a line into the far end ------
+
+_PAIRS: dict[str, PtyPair] = {}  # by the device path the binding opens
+
+
+@contextlib.asynccontextmanager
+async def _pty(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    pair = PtyPair(tmp_path / "pty")
+    pair.start()
+    _PAIRS[str(pair.a)] = pair
+    try:
+        yield {"port": str(pair.a), "reconnectInterval": "50ms"}
+    finally:
+        _PAIRS.pop(str(pair.a), None)
+        pair.kill()
+
+
+async def _serial_emit(binding: Any, data: bytes) -> None:
+    _PAIRS[binding.settings.port].write(data + b"\n")
+
+
+# --- bindings.mqtt: a private broker per test; emitting publishes with a bare paho client ----
+
+
+@contextlib.asynccontextmanager
+async def _broker(tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    uid = uuid.uuid4().hex[:8]
+    try:
+        yield {"url": broker.url, "topic": f"conf/{uid}/#", "consumerID": f"conf-{uid}",
+               "reconnectMin": "20ms", "reconnectMax": "200ms"}
+    finally:
+        broker.kill()
+
+
+async def _mqtt_emit(binding: Any, data: bytes) -> None:
+    async with asyncio.timeout(10):
+        while binding.consumer is not None and not binding.consumer.subscribed:
+            await asyncio.sleep(0.01)
+    settings = binding.settings.consumer
+
+    def publish() -> None:
+        client = paho.Client(CallbackAPIVersion.VERSION2)
+        client.connect(settings.host, settings.port)
+        client.loop_start()
+        try:
+            client.publish(binding.topic.replace("#", "in"), data, qos=1).wait_for_publish(10)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    await asyncio.to_thread(publish)
 
 
 BINDING_CASES = [
@@ -40,4 +116,14 @@ BINDING_CASES = [
         "memory", "bindings.in-memory", memory_binding.create,
         operations=("create", "get", "list", "delete"), emit=_memory_emit,
     ),
+    BindingCase(
+        "serial", "bindings.serial", serial_binding.create, operations=("write",),
+        emit=_serial_emit, environment=_pty,
+        dropped=lambda b: b.reporter.counts.get("not_stored", 0),
+    ),
 ]
+if mosquitto_path() is not None:
+    BINDING_CASES.append(BindingCase(
+        "mqtt", "bindings.mqtt", mqtt_binding.create, operations=("create",),
+        emit=_mqtt_emit, environment=_broker, redelivers=True,
+    ))

@@ -7,6 +7,7 @@ operations, input checks for rows that can emit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,14 +33,18 @@ def bcase(request: pytest.FixtureRequest) -> BindingCase:
 
 @pytest.fixture
 async def binding(bcase: BindingCase, tmp_path: Path) -> AsyncIterator[Any]:
-    manifest = ComponentManifest("b", bcase.type, "v1", Mark("components/b.yaml", 1))
-    values = [Value(k, v, Mark("components/b.yaml", 8 + i))
-              for i, (k, v) in enumerate(bcase.metadata.items())]
-    ctx = ComponentContext(manifest, ResolvedMetadata(values), "app", tmp_path)
-    instance = bcase.factory(ctx)
-    await instance.init()
-    yield instance
-    await instance.close()
+    async with contextlib.AsyncExitStack() as stack:
+        metadata = dict(bcase.metadata)
+        if bcase.environment is not None:
+            metadata.update(await stack.enter_async_context(bcase.environment(tmp_path)))
+        manifest = ComponentManifest("b", bcase.type, "v1", Mark("components/b.yaml", 1))
+        values = [Value(k, v, Mark("components/b.yaml", 8 + i))
+                  for i, (k, v) in enumerate(metadata.items())]
+        ctx = ComponentContext(manifest, ResolvedMetadata(values), "app", tmp_path)
+        instance = bcase.factory(ctx)
+        await instance.init()
+        yield instance
+        await instance.close()
 
 
 class Recorder:
@@ -60,8 +65,8 @@ class Recorder:
             raise OSError("the inbox could not commit it")
         self.events.append((data, metadata))
 
-    async def wait(self, n: int) -> None:
-        for _ in range(500):
+    async def wait(self, n: int, within: float = 5.0) -> None:
+        for _ in range(int(within / 0.01)):
             if len(self.events) >= n:
                 return
             await asyncio.sleep(0.01)
@@ -185,6 +190,16 @@ class TestInput:
         rec.fail = 1
         await binding.start(rec)
         if bcase.redelivers:
+            await bcase.emit(binding, b"x")
+            await rec.wait(1, within=15)  # a broker resends on the next connection
+        elif bcase.dropped is not None:
+            await bcase.emit(binding, b"lost")
+            for _ in range(500):
+                if bcase.dropped(binding):
+                    break
+                await asyncio.sleep(0.01)
+            assert bcase.dropped(binding) == 1  # counted (and logged), never silent
+            assert rec.events == []
             await bcase.emit(binding, b"x")
             await rec.wait(1)
         else:
