@@ -77,11 +77,10 @@ async def open_chip(options: GpioOptions) -> Chip:
 
     Raises :class:`GpioError` (including a missing ``gpiod`` package)."""
     if options.chip == SIM:
-        from edge_runtime.bindings.gpio.sim import SimChip  # only for chip: sim
+        from edge_runtime.bindings.gpio.sim import open_sim  # only for chip: sim
 
-        chip = SimChip(options.sim_socket)
-        await chip.start()
-        return chip
+        assert options.sim_socket is not None
+        return await open_sim(options.sim_socket)
     try:
         from edge_runtime.bindings.gpio import kernel  # gpiod loads only here
     except ImportError:

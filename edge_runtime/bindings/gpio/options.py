@@ -11,8 +11,8 @@
 ``activeLow``      every line: values and edges are inverted (a button to ground reads 1)
 ``debounce``       inputs: report an edge only once the line was stable this long (``10ms``)
 ``initialValue``   outputs: 0 (default) or 1, the value they start with
-``simSocket``      ``chip: sim``: the socket path (default ``gpio-<component>.sock`` in the
-                   data dir)
+``simSocket``      ``chip: sim``: the socket path (default ``gpio-sim.sock`` in the data
+                   dir); components naming the same socket share one simulated chip
 =================  ===========================================================================
 
 Plus the common binding metadata (``direction``, ``route``, no-code routing).
@@ -32,6 +32,7 @@ from edge_runtime.registry import ComponentContext
 __all__ = ["GpioMetadata", "GpioOptions", "LineSpec", "parse", "parse_lines"]
 
 SIM = "sim"
+DEFAULT_SIM_SOCKET = "gpio-sim.sock"
 MAX_DEBOUNCE_S = 60.0
 
 
@@ -130,7 +131,7 @@ def parse(ctx: ComponentContext) -> GpioOptions:
         raise MetadataError(problems)
     socket: Path | None = None
     if settings.chip.strip() == SIM:
-        socket = ctx.resolve_path(settings.sim_socket or f"gpio-{manifest.name}.sock")
+        socket = ctx.resolve_path(settings.sim_socket or DEFAULT_SIM_SOCKET)
     return GpioOptions(
         chip=settings.chip.strip(),
         inputs=inputs,

@@ -1,5 +1,9 @@
 """``chip: sim``: a simulated GPIO chip in the sidecar's process, driven over a Unix socket.
 
+Like a real chip, one simulated chip (one socket path) is shared by every component that
+names it: :func:`open_sim` hands each a :class:`SimHandle`, and lines one holds are busy for
+the others.
+
 It has :data:`NUM_LINES` lines named ``GPIO0`` ... ``GPIO63`` and keeps the kernel's semantics
 (see :mod:`~edge_runtime.bindings.gpio.backend`): it applies ``active_low``, edge selection and
 debounce in software exactly where the kernel's character device would, numbers events per
@@ -51,7 +55,7 @@ from edge_runtime.bindings.gpio.backend import (
     LineError,
 )
 
-__all__ = ["NUM_LINES", "SimChip", "SimRequest", "SimServer"]
+__all__ = ["NUM_LINES", "SimChip", "SimHandle", "SimRequest", "SimServer", "open_sim"]
 
 NUM_LINES = 64
 LABEL = "edge-runtime-sim"
@@ -216,6 +220,7 @@ class SimChip:
         self.lines = [_Line(i) for i in range(num_lines)]
         self._by_name = {line.name: line for line in self.lines}
         self._requests: list[SimRequest] = []
+        self.users = 0  # handles from open_sim
         self.server = SimServer(self, socket_path) if socket_path is not None else None
 
     @property
@@ -299,6 +304,61 @@ class SimChip:
             request.release()
         if self.server is not None:
             await self.server.close()
+
+
+_shared: dict[Path, SimChip] = {}
+
+
+async def open_sim(path: Path) -> SimHandle:
+    """A handle on the simulated chip whose socket is ``path``, started on first use.
+
+    Raises :class:`GpioError` when the socket cannot be opened."""
+    chip = _shared.get(path)
+    if chip is None:
+        chip = _shared[path] = SimChip(path)
+        try:
+            await chip.start()
+        except GpioError:
+            _shared.pop(path, None)
+            raise
+    chip.users += 1
+    return SimHandle(chip, path)
+
+
+class SimHandle:
+    """One component's use of a shared :class:`SimChip` (see :class:`backend.Chip`)."""
+
+    def __init__(self, chip: SimChip, path: Path) -> None:
+        self.chip = chip
+        self.path = path
+        self._requests: list[SimRequest] = []
+        self._closed = False
+
+    @property
+    def description(self) -> str:
+        """The chip's description."""
+        return self.chip.description
+
+    def request(
+        self, lines: Sequence[int | str], config: LineConfig, consumer: str
+    ) -> SimRequest:
+        """See :meth:`SimChip.request`."""
+        request = self.chip.request(lines, config, consumer)
+        self._requests.append(request)
+        return request
+
+    async def close(self) -> None:
+        """Release this handle's lines; the last handle closes the chip. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for request in self._requests:
+            request.release()
+        self.chip.users -= 1
+        if self.chip.users <= 0:
+            if _shared.get(self.path) is self.chip:
+                del _shared[self.path]
+            await self.chip.close()
 
 
 class SimServer:

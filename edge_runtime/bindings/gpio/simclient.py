@@ -2,7 +2,7 @@
 
 ::
 
-    async with SimClient(data_dir / "gpio-button.sock") as sim:
+    async with SimClient(data_dir / "gpio-sim.sock") as sim:
         await sim.drive(17, 1)              # a rising edge on line 17
         await sim.drive("GPIO17", 0, 1, 0)  # a bounce: three changes at once
         (await sim.read(18))["value"]       # what the binding drives on output line 18
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     """The command line (see the module docs); 1 when the chip refuses the command."""
     parser = argparse.ArgumentParser(prog="python -m edge_runtime.bindings.gpio.simclient",
                                      description="Drive or read a simulated GPIO chip.")
-    parser.add_argument("socket", help="the chip's socket, e.g. .edge-runtime/gpio-button.sock")
+    parser.add_argument("socket", help="the chip's socket, e.g. .edge-runtime/gpio-sim.sock")
     sub = parser.add_subparsers(dest="command", required=True)
     drive = sub.add_parser("drive", help="drive an input line from outside")
     drive.add_argument("line")
