@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from edge_runtime.config.metadata import MetadataError
 from edge_runtime.errors import ComponentError
 from edge_runtime.observability.metrics import GPIO_EVENTS_LOST
 from tests.support import gpio_scenarios
-from tests.support.gpio_scenarios import Events, build
+from tests.support.gpio_scenarios import PERMISSION_CHECK, Events, build, run_as_nobody
 
 
 class SimRig:
@@ -290,34 +289,3 @@ def test_a_missing_permission_names_the_gpio_group(tmp_path: Path) -> None:
     assert "permission denied opening" in out, out
     assert "may not use GPIO. Add it to the gpio group" in out
     assert "usermod -aG gpio" in out
-
-
-PERMISSION_CHECK = """
-import sys
-from edge_runtime.bindings.gpio import kernel
-try:
-    kernel.open_chip(sys.argv[1])
-except kernel.ChipPermissionError as exc:
-    print(exc)
-"""
-
-
-def run_as_nobody(code: str, *args: str) -> str:
-    """Run ``code`` as user nobody with this tree and gpiod importable; its stdout. Skips
-    when this machine cannot (not root, or no interpreter nobody may run)."""
-    import gpiod  # the kernel path needs it; the sim tests do not
-
-    paths = os.pathsep.join([str(Path(__file__).parents[2]),
-                             str(Path(gpiod.__file__).parents[1])])
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    for python in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
-        try:
-            done = subprocess.run([python, "-c", code, *args], capture_output=True, text=True,
-                                  user=65534, timeout=120, check=False,
-                                  env={"PYTHONPATH": paths, "PATH": "/usr/bin:/bin"},
-                                  cwd="/")
-        except (PermissionError, FileNotFoundError):
-            continue
-        if done.returncode == 0:
-            return done.stdout
-    pytest.skip("no Python interpreter here that user nobody may run (or not root)")

@@ -15,7 +15,9 @@ watches on the event loop, as it watches a real request's descriptor. A line wit
 Debounce, as the kernel does it: every change of the line restarts a timer of
 ``debounce_us``; when it fires, the line's level is compared with the last settled level and,
 if it differs, becomes the new settled level and yields one event (if that edge is watched)
-stamped with the time it settled.
+stamped with the time it settled. The debouncer runs whenever the lines are requested with a
+debounce period, watched or not, so a change shorter than the period just before edges are
+watched is no edge.
 
 The socket (:class:`SimServer`, a file in the data dir) takes one JSON object per line and
 answers one JSON object per line (``"ok": true`` or ``"ok": false`` with ``"error"``):
@@ -140,13 +142,9 @@ class SimRequest:
         line.level = (1 if value else 0) ^ self.config.active_low
 
     def watch(self, edge: Edge) -> None:
-        """Change the watched edges; the debouncer restarts from the current levels."""
+        """Change the watched edges. The debouncer keeps running (it runs whenever the lines
+        are requested with a debounce period, watched or not, as the kernel's does)."""
         self._check()
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        for offset, line in self._lines.items():
-            self._settled[offset] = line.level
         self.edge = edge
 
     def release(self) -> None:
@@ -168,7 +166,7 @@ class SimRequest:
 
     def changed(self, line: _Line, old: int) -> EdgeEvent | None:
         """``line`` (an input of this request) went from ``old`` to ``line.level``."""
-        if self.config.output or self.edge == "none" or old == line.level:
+        if self.config.output or old == line.level:
             return None
         if self.config.debounce_us > 0:
             timer = self._timers.pop(line.offset, None)
@@ -189,7 +187,8 @@ class SimRequest:
 
     def _emit(self, line: _Line) -> EdgeEvent | None:
         rising = bool(line.level ^ self.config.active_low)
-        if (self.edge == "rising" and not rising) or (self.edge == "falling" and rising):
+        if self.edge == "none" or (self.edge == "rising" and not rising) \
+                or (self.edge == "falling" and rising):
             return None
         self._seq += 1  # counted even when the buffer drops the oldest, as in the kernel
         event = EdgeEvent(line.offset, rising, time.monotonic_ns(), self._seq)
