@@ -367,7 +367,7 @@ class SimServer:
         self.chip = chip
         self.path = path
         self._server: asyncio.AbstractServer | None = None
-        self._conns: set[asyncio.Task[Any]] = set()
+        self._conns: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
 
     async def start(self) -> None:
         """Listen at ``path`` (a stale socket file there is replaced)."""
@@ -389,7 +389,7 @@ class SimServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._conns.add(task)
+        self._conns[task] = writer
         try:
             while line := await reader.readline():
                 writer.write(json.dumps(self.answer(line)).encode() + b"\n")
@@ -397,7 +397,7 @@ class SimServer:
         except (ConnectionError, ValueError, asyncio.LimitOverrunError):
             pass  # a client that went away, or sent an over-long line: drop it
         finally:
-            self._conns.discard(task)
+            self._conns.pop(task, None)
             writer.close()
 
     def answer(self, raw: bytes) -> dict[str, Any]:
@@ -434,11 +434,12 @@ class SimServer:
         if server is None:
             return
         server.close()
-        for task in list(self._conns):
-            task.cancel()
-        for task in list(self._conns):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Closing a client's transport ends its loop (EOF); cancelling the task instead
+        # would make asyncio log the cancellation as an error.
+        for writer in list(self._conns.values()):
+            writer.close()
+        if self._conns:
+            await asyncio.wait(list(self._conns), timeout=5)
         await server.wait_closed()
         with contextlib.suppress(OSError):
             self.path.unlink()
