@@ -27,14 +27,18 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 venv: $(VENV)/.installed
 
-# mosquitto (pub/sub broker) and socat (serial pty pairs in tests) from Debian's packages.
+# mosquitto (pub/sub broker), socat (serial pty pairs in tests), and qemu-system-x86 and cpio
+# (the gpio-sim VM that runs bindings.gpio against a real kernel) from Debian's packages.
 system-deps:
 	@missing=""; \
-	for tool in mosquitto socat; do command -v $$tool >/dev/null 2>&1 || \
-	  [ -x /usr/sbin/$$tool ] || missing="$$missing $$tool"; done; \
+	for pair in mosquitto:mosquitto socat:socat qemu-system-x86:qemu-system-x86_64 cpio:cpio; do \
+	  pkg=$${pair%%:*}; tool=$${pair##*:}; \
+	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing || \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) apt-get install -y -qq --no-install-recommends $$missing || \
 	  echo "warning: could not install$$missing; tests that need them will be skipped"; \
 	fi
 
@@ -67,6 +71,7 @@ bench: $(VENV)/.installed-test
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 50
 	$(PY) -m bench.startup_bench
 	$(PY) -m bench.invoke_bench
+	$(PY) -m bench.gpio_bench
 
 clean:
 	rm -rf $(VENV) .edge-runtime .mypy_cache .ruff_cache .pytest_cache

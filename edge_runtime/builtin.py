@@ -23,6 +23,7 @@ def builtin_registry() -> Registry:
     r.register("bindings.cron", LazyFactory("edge_runtime.bindings.cron"))
     r.register("bindings.mqtt", LazyFactory("edge_runtime.bindings.mqtt"),
                aliases=("bindings.mqtt3",))
+    r.register("bindings.gpio", LazyFactory("edge_runtime.bindings.gpio"))
     r.register("secretstores.local.env", secret_env.create)
     r.register("secretstores.local.file", secret_file.create)
     return r

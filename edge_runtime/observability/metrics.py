@@ -275,6 +275,13 @@ BINDING_EVENTS_NOT_STORED = Counter(
     ["binding"],
     registry=REGISTRY,
 )
+GPIO_EVENTS_LOST = Counter(
+    "edge_runtime_gpio_events_lost",
+    "GPIO edge events lost: the kernel's event buffer overflowed (a gap in seq), or the inbox"
+    " could not store them after retries.",
+    ["binding"],
+    registry=REGISTRY,
+)
 BINDING_EVENTS_DECLINED = Counter(
     "edge_runtime_binding_events_declined",
     "Input binding events parked as dead letters because the app declined the binding"

@@ -3,14 +3,16 @@
 Each row says how to build the binding and, for an input side, how to make it produce one
 event (``emit``): the in-memory binding emits what its ``create`` operation is given; the
 serial row writes a line into the far end of a socat pty pair, the MQTT row publishes with a
-bare paho client to a private mosquitto (skipped without mosquitto); a GPIO row will inject an
-edge into the simulated chip.
+bare paho client to a private mosquitto (skipped without mosquitto), the GPIO row injects an
+edge into the simulated chip. A binding whose events cannot carry the emitted bytes (a GPIO
+edge) names, with ``payload``, which emit an event came from.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -24,15 +26,37 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_runtime.bindings import memory as memory_binding
 from edge_runtime.bindings import mqtt as mqtt_binding
 from edge_runtime.bindings import serial as serial_binding
+from edge_runtime.bindings.gpio import binding as gpio_binding
+from edge_runtime.bindings.gpio.simclient import SimClient
 from tests.support.mosquitto import Mosquitto, mosquitto_path
 from tests.support.serialpty import PtyPair
 
 Emit = Callable[[Any, bytes], Awaitable[None]]
 Environment = Callable[[Path], AbstractAsyncContextManager[dict[str, str]]]
+Payload = Callable[[Any, bytes], bytes]
 
 
 async def _memory_emit(binding: Any, data: bytes) -> None:
     await binding.invoke("create", data, {})
+
+
+_GPIO_SENT: dict[tuple[str, int], bytes] = {}  # (socket, seq) -> what that emit stood for
+
+
+async def _gpio_emit(binding: Any, data: bytes) -> None:
+    """A pulse on line 17 (watched for rising edges): one event, remembered by its seq."""
+    socket = binding.options.sim_socket
+    async with SimClient(socket) as sim:
+        for event in await sim.drive(17, 1, 0):
+            _GPIO_SENT[(str(socket), event["seq"])] = data
+
+
+def _gpio_payload(binding: Any, data: bytes) -> bytes:
+    return _GPIO_SENT[(str(binding.options.sim_socket), json.loads(data)["seq"])]
+
+
+def _same(binding: Any, data: bytes) -> bytes:
+    return data
 
 
 @dataclass(frozen=True)
@@ -54,6 +78,8 @@ class BindingCase:
     # A source that can neither redeliver nor tell anyone (a serial frame) counts the event
     # as dropped: this reads that count from the binding.
     dropped: Callable[[Any], int] | None = None
+    # What an event's data stands for: the emitted bytes (by default, the data itself).
+    payload: Payload = _same
 
 
 # --- bindings.serial: a socat pty pair per test; emitting writes a line into the far end ------
@@ -120,6 +146,12 @@ BINDING_CASES = [
         "serial", "bindings.serial", serial_binding.create, operations=("write",),
         emit=_serial_emit, environment=_pty,
         dropped=lambda b: b.reporter.counts.get("not_stored", 0),
+    ),
+    BindingCase(
+        "gpio-sim", "bindings.gpio", gpio_binding.create,
+        metadata={"chip": "sim", "lines": "17", "outputs": "18", "edge": "rising"},
+        operations=("get", "set", "pulse"), emit=_gpio_emit, payload=_gpio_payload,
+        redelivers=True,  # the binding retries an event the handler could not store
     ),
 ]
 if mosquitto_path() is not None:

@@ -124,7 +124,7 @@ class TestInput:
         await bcase.emit(binding, b'{"n": 1}')
         await rec.wait(1)
         data, metadata = rec.events[0]
-        assert data == b'{"n": 1}'
+        assert bcase.payload(binding, data) == b'{"n": 1}'
         assert isinstance(data, bytes)
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
 
@@ -136,7 +136,7 @@ class TestInput:
         await binding.start(rec)
         await asyncio.gather(*(emit(binding, str(i).encode()) for i in range(20)))
         await rec.wait(20)
-        assert sorted(int(d) for d, _ in rec.events) == list(range(20))
+        assert sorted(int(bcase.payload(binding, d)) for d, _ in rec.events) == list(range(20))
 
     async def test_start_twice_is_refused(self, binding: Any, bcase: BindingCase) -> None:
         needs_input(bcase)
@@ -176,8 +176,8 @@ class TestInput:
         assert not stopping.done()  # the handler is still committing the event
         rec.gate.set()
         await asyncio.wait_for(stopping, 5)
-        assert rec.events == [(b"slow", rec.events[0][1])]
         await emitting
+        assert [bcase.payload(binding, d) for d, _ in rec.events] == [b"slow"]
 
     async def test_a_failed_handler_does_not_lose_the_event_silently(
         self, binding: Any, bcase: BindingCase

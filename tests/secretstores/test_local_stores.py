@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,8 @@ async def make_file_store(tmp_path: Path, content: object, **metadata: str) -> S
 # --- env -----------------------------------------------------------------------------------
 
 async def test_env_store_with_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("EDGE_")]:
+        monkeypatch.delenv(name)  # e.g. CI's EDGE_RUNTIME_GPIO_SIM_VM
     monkeypatch.setenv("EDGE_DB", "pw")
     monkeypatch.setenv("EDGE_TOKEN", "t")
     monkeypatch.setenv("EDGE_", "exactly the prefix")
