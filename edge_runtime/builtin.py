@@ -19,6 +19,7 @@ def builtin_registry() -> Registry:
     r.register("pubsub.in-memory", pubsub_memory.create)
     r.register("pubsub.mqtt", LazyFactory("edge_runtime.pubsub.mqtt"), aliases=("pubsub.mqtt3",))
     r.register("bindings.in-memory", bindings_memory.create)
+    r.register("cloudsync.grpc", LazyFactory("edge_runtime.cloudsync.component"))
     r.register("secretstores.local.env", secret_env.create)
     r.register("secretstores.local.file", secret_file.create)
     return r

@@ -146,6 +146,8 @@ class Builder:
             binding = BindingComponent(loaded, instance, options)
             loaded.capabilities = binding.capabilities
             self.components.bindings[manifest.name] = binding
+        if hasattr(instance, "get_configuration"):  # e.g. cloudsync.grpc's desired state
+            self.components.configuration[manifest.name] = instance
         self.components.add(loaded)
         log.info("component loaded: %s", manifest.describe())
 

@@ -17,6 +17,8 @@ from google.protobuf import empty_pb2
 
 from edge_runtime import errors as E
 from edge_runtime.api.bindings import OutputBindings
+from edge_runtime.api.configuration import Configurations
+from edge_runtime.api.grpc import configuration as grpc_configuration
 from edge_runtime.api.grpc.errors import handled
 from edge_runtime.api.grpc.invoke import invoke_service
 from edge_runtime.api.invoking import Invoking
@@ -138,12 +140,13 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
 
     def __init__(
         self, core: Universal, publisher: Publisher, invoking: Invoking | None = None, *,
-        bindings: OutputBindings | None = None,
+        bindings: OutputBindings | None = None, configurations: Configurations | None = None,
     ) -> None:
         self.core = core
         self.publisher = publisher
         self.invoking = invoking
         self.bindings = bindings or OutputBindings(core.components)
+        self.configurations = configurations or Configurations(core.components.configuration)
 
     # ----------------------------------------------------------------- state
     @handled
@@ -241,6 +244,24 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
     @handled
     async def InvokeService(self, request: Any, context: Any) -> Any:  # noqa: N802
         return await invoke_service(self.invoking, request, context)
+
+    # --------------------------------------------------------- configuration
+    @handled
+    async def GetConfiguration(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await grpc_configuration.get(self.configurations, request)
+
+    GetConfigurationAlpha1 = GetConfiguration
+
+    def SubscribeConfiguration(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return grpc_configuration.subscribe(self.configurations, request, context)
+
+    SubscribeConfigurationAlpha1 = SubscribeConfiguration
+
+    @handled
+    async def UnsubscribeConfiguration(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await grpc_configuration.unsubscribe(self.configurations, request)
+
+    UnsubscribeConfigurationAlpha1 = UnsubscribeConfiguration
 
     # ---------------------------------------------- metadata and shutdown
     @handled

@@ -11,6 +11,7 @@ import grpc
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
 
 from edge_runtime import errors as E
+from edge_runtime.api.configuration import Configurations
 from edge_runtime.api.grpc.dapr import DaprServicer
 from edge_runtime.api.grpc.errors import abort
 from edge_runtime.api.invoking import Invoking
@@ -85,8 +86,9 @@ class GrpcServer:
         max_message_size: int | None = None,
         graceful_s: float = 5.0,
         invoking: Invoking | None = None,
+        configurations: Configurations | None = None,
     ) -> None:
-        self._servicer = DaprServicer(core, publisher, invoking)
+        self._servicer = DaprServicer(core, publisher, invoking, configurations=configurations)
         self._host = host
         self._requested_port = port
         self._api_token = api_token
