@@ -101,9 +101,10 @@ async def test_offline_device_converges_when_the_cloud_appears(
     meta = await _meta(side)
     assert meta["cloudsync.cloud.connected"] == "false"
     assert meta["cloudsync.cloud.lastError"]
-    status = subprocess.run(
+    status = (await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "edge_runtime", "cloud", "status", "--data-dir", str(side.data)],
-        capture_output=True, text=True, check=True).stdout
+        capture_output=True, text=True, check=True)).stdout
     assert f"backlog     {records} record(s)" in status
 
     procs.append(cloud)
@@ -253,7 +254,8 @@ async def test_mutual_tls_device_id_is_the_certificate_cn(
     tmp_path: Path, procs: list[Any]
 ) -> None:
     certs = tmp_path / "certs"
-    subprocess.run(
+    await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "edge_runtime", "cloud", "certs", "--out", str(certs),
          "--device", "dev-a", "--device", "dev-b"], check=True, capture_output=True)
     cloud = Cloud(tmp_path / "cloud", device_token=None, args=(
