@@ -9,7 +9,7 @@ relies on that).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from dapr.proto.runtime.v1 import binding_pb2, dapr_pb2_grpc, metadata_pb2, state_pb2
@@ -252,8 +252,13 @@ class DaprServicer(dapr_pb2_grpc.DaprServicer):
 
     GetConfigurationAlpha1 = GetConfiguration
 
-    def SubscribeConfiguration(self, request: Any, context: Any) -> Any:  # noqa: N802
-        return grpc_configuration.subscribe(self.configurations, request, context)
+    async def SubscribeConfiguration(  # noqa: N802
+        self, request: Any, context: Any
+    ) -> AsyncIterator[Any]:
+        # grpc.aio serves a response stream only from an async generator function.
+        async for response in grpc_configuration.subscribe(self.configurations, request,
+                                                           context):
+            yield response
 
     SubscribeConfigurationAlpha1 = SubscribeConfiguration
 
