@@ -66,6 +66,7 @@ bench: $(VENV)/.installed-test
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 50
 	$(PY) -m bench.startup_bench
 	$(PY) -m bench.invoke_bench
+	$(PY) -m bench.cloud_bench
 
 clean:
 	rm -rf $(VENV) .edge-runtime .mypy_cache .ruff_cache .pytest_cache
