@@ -72,6 +72,7 @@ bench: $(VENV)/.installed-test
 	$(PY) -m bench.startup_bench
 	$(PY) -m bench.invoke_bench
 	$(PY) -m bench.gpio_bench
+	$(PY) -m bench.cloud_bench
 
 clean:
 	rm -rf $(VENV) .edge-runtime .mypy_cache .ruff_cache .pytest_cache

@@ -24,6 +24,7 @@ def builtin_registry() -> Registry:
     r.register("bindings.mqtt", LazyFactory("edge_runtime.bindings.mqtt"),
                aliases=("bindings.mqtt3",))
     r.register("bindings.gpio", LazyFactory("edge_runtime.bindings.gpio"))
+    r.register("cloudsync.grpc", LazyFactory("edge_runtime.cloudsync.component"))
     r.register("secretstores.local.env", secret_env.create)
     r.register("secretstores.local.file", secret_file.create)
     return r

@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("deadletters", help="list or replay the local dead letters")
     deadletters.add_arguments(d)
+    from edge_runtime.cloudsync import cli as cloud_cli
+
+    cloud_cli.add_arguments(sub.add_parser("cloud", help="cloud sync: serve, status, certs"))
     return parser
 
 
@@ -246,6 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "outbox":
         return _outbox(args)
+    if args.command == "cloud":
+        from edge_runtime.cloudsync import cli as cloud_cli
+
+        return cloud_cli.run(args)
     if args.command == "deadletters":
         from edge_runtime.inbox import deadletters
 

@@ -97,6 +97,8 @@ class RuntimeView:
     extended: dict[str, str] = field(default_factory=dict)
     data_loss: list[str] = field(default_factory=list)
     subscriptions: Callable[[], list[dict[str, Any]]] | None = None
+    # Live entries for ``extended`` (e.g. cloud sync's connection and backlog).
+    status_providers: list[Callable[[], dict[str, str]]] = field(default_factory=list)
 
 
 class Universal:
@@ -351,6 +353,8 @@ class Universal:
         extended.update({f"port.{k}": str(p) for k, p in v.ports.items()})
         if v.data_loss:
             extended["dataLoss"] = "; ".join(v.data_loss)
+        for provider in v.status_providers:
+            extended.update(provider())
         extended.update(v.extended)
         doc: dict[str, Any] = {
             "id": v.app_id,

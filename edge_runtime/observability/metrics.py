@@ -352,3 +352,23 @@ CRON_FIRES = Counter(
     ["binding"],
     registry=REGISTRY,
 )
+
+# --- cloud sync -----------------------------------------------------------------------------
+CLOUDSYNC_SENT = Counter(
+    "edge_runtime_cloudsync_records_sent",
+    "Records sent to the cloud, by stream (state:<store> or events); resends count again.",
+    ["stream"],
+    registry=REGISTRY,
+)
+CLOUDSYNC_ACKED = Counter(
+    "edge_runtime_cloudsync_records_acked",
+    "Records the cloud acknowledged (and the device then deleted), by stream.",
+    ["stream"],
+    registry=REGISTRY,
+)
+CLOUDSYNC_RECONNECTS = Counter(
+    "edge_runtime_cloudsync_reconnects",
+    "Cloud sync streams that ended (or could not open) and were retried, by reason.",
+    ["reason"],
+    registry=REGISTRY,
+)

@@ -135,6 +135,9 @@ class Outbox:
             " WHERE seq > ? ORDER BY seq LIMIT ?"
         )
         self._sql_oldest = f"SELECT seq, size FROM {t} ORDER BY seq LIMIT ?"
+        # Copies of appended items for other relays' tables in the same file (cloud sync's
+        # events), written in the same transaction; see append().
+        self.tee: Callable[[Sequence[Item]], list[tuple[Outbox, list[Item]]]] | None = None
         self._checkpoint_key = f"ttl_checkpoint:{self.table}"
         self._checkpointed = float("-inf")
 
@@ -194,19 +197,43 @@ class Outbox:
         """Store ``items`` durably, in order; their sequence numbers.
 
         Raises :class:`OutboxFullError` (nothing written) when they do not fit and ``on_full``
-        is ``reject``; :class:`~edge_runtime.errors.StorageFullError` for a full disk.
+        is ``reject``; :class:`~edge_runtime.errors.StorageFullError` for a full disk. When
+        :attr:`tee` is set, the copies it returns go into their (same-file) tables in the
+        same transaction: all rows commit, or none do.
         """
-        n = len(items)
-        size = sum(i.size for i in items)
-        drop = self._reserve(n, size)
+        plans = [(self, items)]
+        if self.tee is not None:
+            plans += [(o, more) for o, more in self.tee(items) if more and o.db is self.db]
+        reserved: list[tuple[Outbox, Sequence[Item], int, tuple[int, int]]] = []
         try:
-            seqs, dropped, dropped_bytes = await self.db.write(
-                lambda conn: self._insert(conn, items, drop), size=size, durable=self.durable
-            )
-        except BaseException:
-            self.count -= n
-            self.bytes -= size
+            for outbox, batch in plans:
+                size = sum(i.size for i in batch)
+                reserved.append((outbox, batch, size, outbox._reserve(len(batch), size)))
+        except OutboxFullError:
+            for outbox, batch, size, _ in reserved:
+                outbox._unreserve(len(batch), size)
             raise
+
+        def unit(conn: sqlite3.Connection) -> list[tuple[list[int], int, int]]:
+            return [o._insert(conn, batch, drop) for o, batch, _, drop in reserved]
+
+        try:
+            results = await self.db.write(
+                unit, size=sum(r[2] for r in reserved), durable=self.durable)
+        except BaseException:
+            for outbox, batch, size, _ in reserved:
+                outbox._unreserve(len(batch), size)
+            raise
+        for (outbox, batch, _, _), (_, dropped, dropped_bytes) in zip(
+                reserved, results, strict=True):
+            outbox._appended_now(len(batch), dropped, dropped_bytes)
+        return results[0][0]
+
+    def _unreserve(self, n: int, size: int) -> None:
+        self.count -= n
+        self.bytes -= size
+
+    def _appended_now(self, n: int, dropped: int, dropped_bytes: int) -> None:
         if dropped:
             self.count -= dropped
             self.bytes -= dropped_bytes
@@ -215,7 +242,6 @@ class Outbox:
                         self.relay, dropped)
         self._appended.inc(n)
         self.appended.set()
-        return seqs
 
     def _reserve(self, n: int, size: int) -> tuple[int, int]:
         """Count the rows in now (so concurrent appends see them); (rows, bytes) to drop first."""

@@ -150,6 +150,8 @@ class Builder:
             self.components.bindings[manifest.name] = binding
             if binding_relay is not None:
                 self.relays.append(binding_relay)
+        if hasattr(instance, "get_configuration"):  # e.g. cloudsync.grpc's desired state
+            self.components.configuration[manifest.name] = instance
         self.components.add(loaded)
         log.info("component loaded: %s", manifest.describe())
 

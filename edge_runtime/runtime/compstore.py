@@ -91,6 +91,8 @@ class CompStore:
     secrets: dict[str, SecretStore] = field(default_factory=dict)
     pubsubs: dict[str, PubSubComponent] = field(default_factory=dict)
     bindings: dict[str, BindingComponent] = field(default_factory=dict)
+    # Components that serve the configuration API (api/configuration.ConfigurationStore).
+    configuration: dict[str, Any] = field(default_factory=dict)
 
     def add(self, item: Loaded) -> None:
         """Record a loaded component (typed maps are filled by the builder)."""

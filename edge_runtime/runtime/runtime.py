@@ -19,7 +19,9 @@ from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.api.bindings import OutputBindings
+from edge_runtime.api.configuration import Configurations
 from edge_runtime.api.http import bindings as http_bindings
+from edge_runtime.api.http import configuration as http_configuration
 from edge_runtime.api.http import invoke as http_invoke
 from edge_runtime.api.http import meta as http_meta
 from edge_runtime.api.http import publish as http_publish
@@ -38,6 +40,7 @@ from edge_runtime.registry import Registry
 from edge_runtime.runtime.app_process import AppProcess, app_env, wait_for_port
 from edge_runtime.runtime.binding_inputs import BindingInputs
 from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
+from edge_runtime.runtime.cloud import start_cloud_sync
 from edge_runtime.runtime.invocation import InvocationSetup
 from edge_runtime.runtime.subscribing import SubscribeError, Subscriptions
 from edge_runtime.support import systemd
@@ -85,6 +88,8 @@ class Runtime:
         self.builder: Builder | None = None
         self.binding_inputs: BindingInputs | None = None
         self.invocation: InvocationSetup | None = None
+        self.cloud: list[Any] = []  # started cloudsync.grpc components
+        self.configurations: Configurations | None = None
 
     # ----------------------------------------------------------------- public
     def request_shutdown(self, force: bool = False) -> None:
@@ -147,6 +152,7 @@ class Runtime:
         self.builder.before_connect = self.subscriptions.subscribe_component
         self.view.subscriptions = self.subscriptions.describe
         components = await self.builder.build_all(resources.components)
+        self.cloud = await start_cloud_sync(components, self._outbox_db, self.view)
         await self.subscriptions.start()
         for relay in self.builder.relays:
             relay.start()
@@ -164,6 +170,8 @@ class Runtime:
         await self.binding_inputs.start()
         self.invocation = InvocationSetup(s, self.view, resources.others)
         self.invocation.open()
+        self.configurations = Configurations(
+            components.configuration, http_configuration.app_poster(self.invocation.invoking))
         await self._open_ports()
         self._write_runtime_json()
         systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {self.view.ports['http']}")
@@ -181,7 +189,8 @@ class Runtime:
             + http_publish.routes(self.publisher)
             + http_bindings.routes(OutputBindings(self.core.components))
             + http_meta.routes(self.core)
-            + http_invoke.routes(invoking),
+            + http_invoke.routes(invoking)
+            + (http_configuration.routes(self.configurations) if self.configurations else []),
             max_body_size=s.max_body_size,
             api_token=s.api_token,
             fallback=http_invoke.fallback(invoking),
@@ -227,6 +236,7 @@ class Runtime:
             api_token=s.api_token, max_message_size=s.max_body_size,
             graceful_s=s.graceful_shutdown_s, streams=streams,
             invoking=self.invocation.invoking if self.invocation else None,
+            configurations=self.configurations,
         )
         try:
             await server.start()
@@ -328,6 +338,10 @@ class Runtime:
             await self._app.stop(self.settings.graceful_shutdown_s)
         if self.invocation is not None:
             await self.invocation.close()
+        if self.configurations is not None:
+            await self.configurations.close()
+        for comp in self.cloud:  # before the stores it reads close
+            await comp.stop_client()
         if self.builder is not None:
             for relay in self.builder.relays:
                 await relay.stop()

@@ -217,10 +217,16 @@ async def test_get_and_set_metadata(sdk: Sdk) -> None:
     assert md.extended_metadata["owner"] == "tests"
 
 
-async def test_unimplemented_rpc_stays_unimplemented(sdk: Sdk) -> None:
-    # get_configuration does not wrap errors in DaprGrpcError: the raw grpc error comes through.
-    with pytest.raises(grpc.RpcError) as info:
-        await sdk(sdk.client.get_configuration, "config", ["k"])
+async def test_unimplemented_rpc_stays_unimplemented(side: tuple[Sidecar, Catcher]) -> None:
+    # Distributed locks are not served: the generated default answers UNIMPLEMENTED.
+    from dapr.proto.runtime.v1 import dapr_pb2_grpc, lock_pb2
+
+    port = side[0].runtime.view.ports["grpc"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = dapr_pb2_grpc.DaprStub(channel)  # type: ignore[no-untyped-call]
+        with pytest.raises(grpc.RpcError) as info:
+            await stub.TryLockAlpha1(lock_pb2.TryLockRequest(
+                store_name="lockstore", resource_id="r", lock_owner="o", expiry_in_seconds=10))
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

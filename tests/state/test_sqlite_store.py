@@ -94,7 +94,7 @@ class TestLifecycle:
         await store.close()
         conn = sqlite3.connect(tmp_path / "s.db")
         with conn:
-            conn.execute("UPDATE _meta SET value = '2' WHERE key = 'schema_version:state'")
+            conn.execute("UPDATE _meta SET value = '99' WHERE key = 'schema_version:state'")
         conn.close()
         again = create(make_context({"connectionString": "s.db"}))
         with pytest.raises(ComponentError, match="newer"):

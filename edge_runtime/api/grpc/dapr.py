@@ -11,7 +11,7 @@ relies on that).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from dapr.proto.runtime.v1 import binding_pb2, dapr_pb2_grpc, metadata_pb2, state_pb2
@@ -19,6 +19,8 @@ from google.protobuf import empty_pb2
 
 from edge_runtime import errors as E
 from edge_runtime.api.bindings import OutputBindings
+from edge_runtime.api.configuration import Configurations
+from edge_runtime.api.grpc import configuration as grpc_configuration
 from edge_runtime.api.grpc.errors import handled
 from edge_runtime.api.grpc.invoke import invoke_service
 from edge_runtime.api.grpc.pubsub import PubSubRpcs, call_trace
@@ -144,12 +146,14 @@ class DaprServicer(PubSubRpcs, StateSecretRpcs, dapr_pb2_grpc.DaprServicer):
     def __init__(
         self, core: Universal, publisher: Publisher, invoking: Invoking | None = None, *,
         bindings: OutputBindings | None = None, streams: StreamHub | None = None,
+        configurations: Configurations | None = None,
     ) -> None:
         self.core = core
         self.publisher = publisher
         self.invoking = invoking
         self.bindings = bindings or OutputBindings(core.components)
         self.streams = streams
+        self.configurations = configurations or Configurations(core.components.configuration)
 
     # ----------------------------------------------------------------- state
     @handled
@@ -248,6 +252,29 @@ class DaprServicer(PubSubRpcs, StateSecretRpcs, dapr_pb2_grpc.DaprServicer):
     @handled
     async def InvokeService(self, request: Any, context: Any) -> Any:  # noqa: N802
         return await invoke_service(self.invoking, request, context)
+
+    # --------------------------------------------------------- configuration
+    @handled
+    async def GetConfiguration(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await grpc_configuration.get(self.configurations, request)
+
+    GetConfigurationAlpha1 = GetConfiguration
+
+    async def SubscribeConfiguration(  # noqa: N802
+        self, request: Any, context: Any
+    ) -> AsyncIterator[Any]:
+        # grpc.aio serves a response stream only from an async generator function.
+        async for response in grpc_configuration.subscribe(self.configurations, request,
+                                                           context):
+            yield response
+
+    SubscribeConfigurationAlpha1 = SubscribeConfiguration
+
+    @handled
+    async def UnsubscribeConfiguration(self, request: Any, context: Any) -> Any:  # noqa: N802
+        return await grpc_configuration.unsubscribe(self.configurations, request)
+
+    UnsubscribeConfigurationAlpha1 = UnsubscribeConfiguration
 
     # ---------------------------------------------- metadata and shutdown
     @handled

@@ -61,6 +61,35 @@ def _measured(method: str, behavior: Callable[..., Any], *, unary: bool) -> Call
     return run
 
 
+def _measured_generator(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """For a response stream served by an async generator: grpc.aio streams responses only
+    from an async generator function, so the wrapper must be one too."""
+
+    async def run(request: Any, context: Any) -> Any:
+        status = grpc.StatusCode.UNKNOWN.name
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except (asyncio.CancelledError, GeneratorExit):
+            status = grpc.StatusCode.CANCELLED.name
+            raise
+        except BaseException:
+            status = _status(context, grpc.StatusCode.UNKNOWN)
+            raise
+        else:
+            status = _status(context, grpc.StatusCode.OK)
+        finally:
+            GRPC_REQUESTS.labels(method, status).inc()
+
+    return run
+
+
+def _wrap(method: str, behavior: Callable[..., Any], *, unary: bool) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(behavior):
+        return _measured_generator(method, behavior)
+    return _measured(method, behavior, unary=unary)
+
+
 class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Counts and times every call (see the module docstring)."""
 
@@ -76,16 +105,16 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         ser, des = handler.response_serializer, handler.request_deserializer
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
-                _measured(method, handler.stream_stream, unary=False), des, ser
+                _wrap(method, handler.stream_stream, unary=False), des, ser
             )
         if handler.request_streaming:
             return grpc.stream_unary_rpc_method_handler(
-                _measured(method, handler.stream_unary, unary=False), des, ser
+                _wrap(method, handler.stream_unary, unary=False), des, ser
             )
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                _measured(method, handler.unary_stream, unary=False), des, ser
+                _wrap(method, handler.unary_stream, unary=False), des, ser
             )
         return grpc.unary_unary_rpc_method_handler(
-            _measured(method, handler.unary_unary, unary=True), des, ser
+            _wrap(method, handler.unary_unary, unary=True), des, ser
         )

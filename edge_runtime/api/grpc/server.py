@@ -11,6 +11,7 @@ import grpc
 from dapr.proto.runtime.v1 import dapr_pb2_grpc
 
 from edge_runtime import errors as E
+from edge_runtime.api.configuration import Configurations
 from edge_runtime.api.grpc.dapr import DaprServicer
 from edge_runtime.api.grpc.errors import abort
 from edge_runtime.api.grpc.metrics import MetricsInterceptor
@@ -89,8 +90,10 @@ class GrpcServer:
         graceful_s: float = 5.0,
         invoking: Invoking | None = None,
         streams: StreamHub | None = None,
+        configurations: Configurations | None = None,
     ) -> None:
-        self._servicer = DaprServicer(core, publisher, invoking, streams=streams)
+        self._servicer = DaprServicer(core, publisher, invoking, streams=streams,
+                                      configurations=configurations)
         self._streams = streams
         self._host = host
         self._requested_port = port

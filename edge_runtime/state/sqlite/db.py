@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from edge_runtime.cloudsync.changelog import ChangeLog
 from edge_runtime.errors import StorageFullError
 from edge_runtime.observability.metrics import STATE_EXPIRED_DELETED
 from edge_runtime.state import (
@@ -57,6 +58,8 @@ class StateDB:
         self.store = store
         self._timeout = timeout_s
         self._clock = clock
+        # Set by cloud sync for a store it lists: every change is logged in its transaction.
+        self.changelog: ChangeLog | None = None
         self._cleanup_key = f"last-cleanup:{table}"
         t = f'"{table}"'
         cols = "key, value, is_binary, etag, expire_at, update_at"
@@ -119,6 +122,7 @@ class StateDB:
         await self._guard(
             self.db.write(lambda conn: self._set(conn, request), size=_size(request)), "save"
         )
+        self._changed()
 
     async def bulk_set(self, requests: Sequence[SetRequest]) -> list[StateError | None]:
         """Save each request as its own unit; a StorageFullError is raised after all ran."""
@@ -139,6 +143,7 @@ class StateDB:
     async def delete(self, request: DeleteRequest) -> None:
         """Delete one key; with an etag only the live row holding it, else a mismatch."""
         await self._guard(self.db.write(lambda conn: self._delete(conn, request)), "delete")
+        self._changed()
 
     async def multi(self, operations: Sequence[Operation]) -> None:
         """All operations in order in one unit: all commit or none do."""
@@ -158,6 +163,11 @@ class StateDB:
 
         size = sum(_size(op) for op in ops if isinstance(op, SetRequest))
         await self._guard(self.db.write(apply, size=size), "transaction")
+        self._changed()
+
+    def _changed(self) -> None:
+        if self.changelog is not None:
+            self.changelog.notify()
 
     def _set(self, conn: sqlite3.Connection, req: SetRequest) -> None:
         now = self._now_ms()
@@ -169,18 +179,22 @@ class StateDB:
         elif req.concurrency is Concurrency.FIRST_WRITE:
             cur = conn.execute(self._sql_first, (req.key, *row, now))
         else:
-            conn.execute(self._sql_upsert, (req.key, *row))
-            return
-        if cur.rowcount == 0:
+            cur = conn.execute(self._sql_upsert, (req.key, *row))
+        if cur.rowcount == 0 and (has_etag(req.etag)
+                                  or req.concurrency is Concurrency.FIRST_WRITE):
             raise ETagMismatchError(req.key)
+        if self.changelog is not None:
+            self.changelog.upsert(conn, req.key, row[0], req.is_binary, now / 1000)
 
     def _delete(self, conn: sqlite3.Connection, req: DeleteRequest) -> None:
         if not has_etag(req.etag):
-            conn.execute(self._sql_delete, (req.key,))
-            return
-        cur = conn.execute(self._sql_delete_etag, (req.key, req.etag, self._now_ms()))
-        if cur.rowcount == 0:
-            raise ETagMismatchError(req.key)
+            cur = conn.execute(self._sql_delete, (req.key,))
+        else:
+            cur = conn.execute(self._sql_delete_etag, (req.key, req.etag, self._now_ms()))
+            if cur.rowcount == 0:
+                raise ETagMismatchError(req.key)
+        if self.changelog is not None and cur.rowcount:
+            self.changelog.delete(conn, req.key, self._now_ms() / 1000)
 
     # --- cleanup -----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ may share one file with different ``tableName`` values. Never edit a released st
 
 from __future__ import annotations
 
+from edge_runtime.cloudsync.changelog import DDL as CHANGELOG_DDL
 from edge_runtime.support.sqlitedb import Migration
 
 __all__ = ["migrations"]
@@ -30,4 +31,7 @@ def migrations(table: str) -> list[Migration]:
             """,
             "state table",
         ),
+        # Shared by the stores of one file (IF NOT EXISTS); empty unless cloud sync lists
+        # the store (edge_runtime.cloudsync.changelog).
+        Migration(2, CHANGELOG_DDL, "cloud sync change-log"),
     ]

@@ -9,6 +9,7 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 
+from edge_runtime.cloudsync.changelog import ChangeLog
 from edge_runtime.config.metadata import declare_metadata
 from edge_runtime.registry import ComponentContext
 from edge_runtime.state import (
@@ -106,6 +107,11 @@ class SqliteStateStore:
                 await self._cleanup
             self._cleanup = None
         await self._database.close()
+
+    def log_changes(self, changelog: ChangeLog) -> None:
+        """Log every change from now on in the file's change-log, in the change's own
+        transaction (cloud sync). Call after :meth:`init`; raises StateStoreError before."""
+        self._state.changelog = changelog
 
     async def get(self, key: str) -> GetResponse | None:
         """See :meth:`edge_runtime.state.StateStore.get`."""
