@@ -1,19 +1,20 @@
 """Service invocation (contract §2.6, §3.8), shared by the HTTP and gRPC adapters.
 
 A target ``appid`` (or ``appid.namespace``) equal to ours goes to our app through the local
-app channel; any other goes through the name-resolution table to that app's sidecar
-(``edge_runtime.internal.v1`` on its internal gRPC port), which hands it to its app. Either
-way the app gets the caller's verb, path, query, body, content type and forwardable headers,
-plus ``dapr-caller-app-id``/``dapr-callee-app-id`` and a ``traceparent``
+app channel; any other goes through the name-resolution table (then mDNS, when configured:
+:mod:`edge_runtime.invocation.discovery`) to that app's sidecar (``edge_runtime.internal.v1``
+on its internal gRPC port), which hands it to its app. Either way the app gets the caller's
+verb, path, query, body, content type and forwardable headers, plus
+``dapr-caller-app-id``/``dapr-callee-app-id`` and a ``traceparent``
 (:mod:`edge_runtime.invocation.headers`), and its answer (status, body, content type,
 headers) comes back unchanged, whatever its status.
 
 Errors are daprd's ``ERR_DIRECT_INVOKE``: 500 when the call could not be made or answered
-(unknown app id, no app channel, remote invocation off, unreachable sidecar, app down,
-timeout, open circuit breaker), 403 when the peer sidecar refused our credentials. Calls to a
-peer that could not be connected to (so the app cannot have seen them) are retried a few
-times with backoff unless a ``Resiliency`` retry policy targets the app; such a policy, a
-timeout and a circuit breaker apply to every attempt, local or remote
+(unknown app id or not found via mDNS, no app channel, remote invocation off, unreachable
+sidecar, app down, timeout, open circuit breaker), 403 when the peer sidecar refused our
+credentials. Calls to a peer that could not be connected to (so the app cannot have seen
+them) are retried a few times with backoff unless a ``Resiliency`` retry policy targets the
+app; such a policy, a timeout and a circuit breaker apply to every attempt, local or remote
 (:mod:`edge_runtime.invocation.resiliency`).
 """
 
@@ -29,6 +30,7 @@ from edge_runtime.api.universal import RuntimeView
 from edge_runtime.appchannel import AppUnavailableError, InvokeCall, Invoker, InvokeResult
 from edge_runtime.errors import APIError, GrpcCode
 from edge_runtime.invocation import PeerError, PeerUnreachableError, RemoteInvoker
+from edge_runtime.invocation.discovery import AppNotFoundError, Discovery
 from edge_runtime.invocation.headers import for_app, forwardable, with_trace
 from edge_runtime.invocation.nameresolution import NameResolution
 from edge_runtime.invocation.resiliency import AppPolicies, AppPolicy, is_failure
@@ -82,7 +84,9 @@ class Invoking:
     """Invocation over the local app channel and the peer sidecars. Coroutine-safe.
 
     ``remote`` is ``None`` when calls to other sidecars are impossible; ``remote_off`` then
-    says why (the error the caller gets for an app found in ``names``).
+    says why (the error the caller gets for an app found in ``names``). ``discovery`` finds
+    the apps ``names`` does not list when ``names.mdns``; an address it gave that cannot be
+    connected to is reported back to it before the built-in retry resolves again.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class Invoking:
         remote_off: str = "",
         policies: AppPolicies | None = None,
         sleep: Sleep = asyncio.sleep,
+        discovery: Discovery | None = None,
     ) -> None:
         self.view = view
         self.local = local
@@ -103,6 +108,7 @@ class Invoking:
         self.remote_off = remote_off or "remote invocation is not configured"
         self.policies = policies or AppPolicies()
         self._sleep = sleep
+        self.discovery = discovery
 
     # ---------------------------------------------------------------- entry points
     async def invoke(self, req: InvokeRequest) -> InvokeResult:
@@ -181,14 +187,15 @@ class Invoking:
     ) -> Callable[[], Awaitable[InvokeResult]]:
         target = f"{app_id}.{namespace}" if namespace else app_id
         address = self.names.resolve(app_id, namespace)
-        if address is None:
+        if address is None and not self.names.mdns:
             known = ", ".join(sorted(self.names.apps)) or "none"
             raise APIError(
                 E.DIRECT_INVOKE,
                 f"failed to invoke, id: {target}, err: app id {target!r} is not in the name "
                 f"resolution table (--config; apps known: {known})",
             )
-        if self.remote is None:
+        discovery = self.discovery if address is None else None
+        if self.remote is None or (address is None and discovery is None):
             raise APIError(E.DIRECT_INVOKE, f"failed to invoke, id: {target}, err: "
                            f"{self.remote_off}")
         remote = self.remote
@@ -197,11 +204,17 @@ class Invoking:
         async def attempt() -> InvokeResult:
             failures = 0
             while True:
+                where = address
+                if discovery is not None:
+                    where = await _discover(discovery, target, app_id, namespace)
+                assert where is not None
                 try:
                     return await remote.call(
-                        address, call, caller=self.view.app_id, callee=app_id
+                        where, call, caller=self.view.app_id, callee=app_id
                     )
                 except PeerUnreachableError as exc:
+                    if discovery is not None:
+                        discovery.unreachable(where)
                     failures += 1
                     retry = self.policies.builtin_retry
                     if not builtin or retry.exhausted(failures):
@@ -271,6 +284,15 @@ class Invoking:
             INVOCATION_RETRIES.labels("policy").inc()
             log.debug("invocation of %s failed (%s); retry %d", app_id, failed, failures)
             await self._sleep(retry.delay(failures))
+
+
+async def _discover(discovery: Discovery, target: str, app_id: str, namespace: str) -> str:
+    try:
+        return await discovery.resolve(app_id, namespace)
+    except AppNotFoundError as exc:
+        raise _FailedError(
+            APIError(E.DIRECT_INVOKE, f"failed to invoke, id: {target}, err: {exc}")
+        ) from None
 
 
 def _peer_failure(target: str, exc: PeerError) -> _FailedError:

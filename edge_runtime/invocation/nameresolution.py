@@ -1,4 +1,4 @@
-"""Name resolution from daprd's ``--config`` file: our ``static`` component.
+"""Name resolution from daprd's ``--config`` file: our ``static`` table, or ``mdns``.
 
 The file holds one ``kind: Configuration`` resource. Only ``spec.nameResolution`` is read here;
 other ``spec`` fields (tracing, metrics, features ...) are left to the code that understands
@@ -9,11 +9,14 @@ them. The shape::
     metadata: {name: edge}
     spec:
       nameResolution:
-        component: static            # the only one built in (mDNS is not)
+        component: static            # or mdns (the mdns extra; edge_runtime.invocation.mdns)
         configuration:
           apps:                      # app id (or "appid.namespace") -> host:port of that
             sensors: "192.168.1.20:50002"      # sidecar's --internal-grpc-port
             gateway.plant: "[fd00::5]:50002"   # IPv6 in brackets
+
+daprd's ``mdns`` takes no configuration; ours takes the same optional ``apps`` table, whose
+entries win over what mDNS finds.
 
 Every problem is a :class:`~edge_runtime.config.manifest.ConfigProblem` with ``file:line``.
 """
@@ -34,16 +37,25 @@ __all__ = ["NameResolution", "load_configuration", "parse_address"]
 
 API_VERSION = "dapr.io/v1alpha1"
 _NR_KEYS = ("component", "version", "configuration")
+COMPONENTS = ("static", "mdns")
 _APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9][A-Za-z0-9_-]*)?")
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
 class NameResolution:
-    """The static table: app id (or ``appid.namespace``) → ``host:port``. Empty: none."""
+    """The static table: app id (or ``appid.namespace``) → ``host:port``. Empty: none.
+    ``component`` is ``static`` or ``mdns`` (then apps not in the table are looked up over
+    mDNS)."""
 
     apps: Mapping[str, str] = field(default_factory=dict)
     namespace: str = ""
+    component: str = "static"
+
+    @property
+    def mdns(self) -> bool:
+        """Whether apps missing from the table are looked up over mDNS."""
+        return self.component == "mdns"
 
     def resolve(self, app_id: str, namespace: str = "") -> str | None:
         """The address of ``app_id`` in ``namespace`` (ours when empty), or ``None``."""
@@ -100,11 +112,10 @@ class _Reader:
                 expected = ", ".join(_NR_KEYS)
                 self.bad((*base, str(key)), f"unknown field; expected one of: {expected}")
         component = nr.get("component")
-        if component != "static":
-            hint = " (mDNS is not built in)" if component == "mdns" else ""
-            self.bad((*base, "component"), f"expected static, got {component!r}{hint}")
+        if component not in COMPONENTS:
+            self.bad((*base, "component"), f"expected static or mdns, got {component!r}")
             return NameResolution(namespace=namespace)
-        return NameResolution(self._apps(nr.get("configuration"), base), namespace)
+        return NameResolution(self._apps(nr.get("configuration"), base), namespace, component)
 
     def _apps(self, conf: Any, base: tuple[PathPart, ...]) -> dict[str, str]:
         where = (*base, "configuration")

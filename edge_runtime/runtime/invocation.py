@@ -2,10 +2,13 @@
 table from ``--config``, ``Resiliency`` app policies, the peer client and the internal port.
 
 Across-device invocation is off unless configured: the peer client exists only when the name
-table lists apps, the internal server only with ``--internal-grpc-port``. Both need gRPC,
-which ``--disable-grpc-api`` never loads: calls to other apps then answer a clear error, and
-an internal port is a start error. The internal port also refuses to start without a token or
-mutual TLS. grpc is imported only here, lazily.
+table lists apps or mDNS is configured, the internal server only with ``--internal-grpc-port``.
+Both need gRPC, which ``--disable-grpc-api`` never loads: calls to other apps then answer a
+clear error, and an internal port is a start error. The internal port also refuses to start
+without a token or mutual TLS. grpc is imported only here, lazily; so is zeroconf, only for
+``component: mdns`` (a start error without the ``mdns`` extra). mDNS browses from
+:meth:`InvocationSetup.open`, announces once the internal port listens and says goodbye when
+it stops.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from edge_runtime.appchannel.http import HttpAppChannel
 from edge_runtime.config.manifest import RawResource
 from edge_runtime.config.settings import Settings
 from edge_runtime.invocation import RemoteInvoker, TlsFiles
+from edge_runtime.invocation.discovery import MdnsStartError
 from edge_runtime.invocation.nameresolution import NameResolution, load_configuration
 from edge_runtime.invocation.resiliency import app_policies
 from edge_runtime.runtime.build import StartError
@@ -51,6 +55,7 @@ class InvocationSetup:
         self._channel: HttpAppChannel | GrpcAppChannel | None = None
         self._remote: RemoteInvoker | None = None
         self._server: Any = None
+        self._mdns: Any = None  # edge_runtime.invocation.mdns.MdnsDiscovery, imported lazily
 
     def _tls(self) -> TlsFiles | None:
         s = self.settings
@@ -102,18 +107,26 @@ class InvocationSetup:
                 log.error("%s", p)
             raise StartError(f"{len(problems)} problem(s) in the Resiliency resources")
         remote_off = ""
-        if not names.apps:
+        mdns_class = _mdns_class() if names.mdns else None
+        if not names.apps and mdns_class is None:
             remote_off = "no other app is known: give --config a nameResolution table"
         elif s.disable_grpc_api:
             remote_off = GRPC_OFF
         else:
             self._remote = self._peer_client()
+            if mdns_class is not None:
+                try:
+                    self._mdns = mdns_class(s.app_id, s.namespace)
+                except MdnsStartError as exc:
+                    raise StartError(f"cannot start mDNS name resolution: {exc}") from None
         self.invoking = Invoking(
             self.view, local=self._local(), names=names, remote=self._remote,
-            remote_off=remote_off, policies=policies,
+            remote_off=remote_off, policies=policies, discovery=self._mdns,
         )
         if names.apps:
             log.info("apps reachable through other sidecars: %s", ", ".join(sorted(names.apps)))
+        if self._mdns is not None:
+            log.info("mDNS name resolution: other apps are looked up on the local network")
         return self.invoking
 
     def _peer_client(self) -> RemoteInvoker:
@@ -129,7 +142,8 @@ class InvocationSetup:
             raise StartError(f"cannot read the internal TLS files: {exc}") from None
 
     async def start_server(self) -> None:
-        """Open ``--internal-grpc-port`` when given; raises :class:`StartError`."""
+        """Open ``--internal-grpc-port`` when given (and announce it over mDNS when
+        configured); raises :class:`StartError`."""
         s = self.settings
         if s.internal_grpc_port is None:
             return
@@ -157,16 +171,39 @@ class InvocationSetup:
             ) from None
         self._server = server
         self.view.ports["internal"] = server.port
+        if self._mdns is not None:
+            try:
+                self._mdns.announce(server.port, s.internal_grpc_listen_address)
+            except ValueError as exc:
+                raise StartError(f"cannot announce the internal port over mDNS: {exc}") from None
 
     async def stop_server(self) -> None:
-        """Stop the internal port (in-flight calls finish within the grace period)."""
+        """Stop announcing over mDNS, then stop the internal port (in-flight calls finish
+        within the grace period)."""
+        if self._mdns is not None:
+            await self._mdns.withdraw()
         if self._server is not None:
             server, self._server = self._server, None
             await server.stop()
 
     async def close(self) -> None:
-        """Close the peer channels and the app channel; idempotent."""
+        """Stop mDNS, close the peer channels and the app channel; idempotent."""
+        if self._mdns is not None:
+            await self._mdns.close()
         if self._remote is not None:
             await self._remote.close()
         if self._channel is not None:
             await self._channel.close()
+
+
+def _mdns_class() -> Any:
+    """:class:`~edge_runtime.invocation.mdns.MdnsDiscovery`; raises :class:`StartError`
+    without the ``mdns`` extra."""
+    try:
+        from edge_runtime.invocation.mdns import MdnsDiscovery  # zeroconf: only when configured
+    except ImportError as exc:
+        raise StartError(
+            "nameResolution component mdns needs the mdns extra: pip install "
+            f"'edge-runtime[mdns]' ({exc})"
+        ) from None
+    return MdnsDiscovery

@@ -39,3 +39,24 @@ def echo(name: str = "echo") -> Any:
         return Reply(200, json.dumps(echo_body(req)).encode(), headers={"x-app": name})
 
     return respond
+
+
+async def _serve_until_terminated() -> None:
+    """``python -m tests.invocation.echoapp``: :func:`echo` named ``$APP_ID`` on
+    ``127.0.0.1:$APP_PORT`` (as a sidecar starts its app) until SIGTERM."""
+    import asyncio
+    import os
+    import signal
+
+    from tests.appchannel.appserver import AppServer
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    async with AppServer(echo(os.environ["APP_ID"]), port=int(os.environ["APP_PORT"])):
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    import asyncio
+
+    asyncio.run(_serve_until_terminated())

@@ -47,6 +47,8 @@ class Sidecar(SidecarProcess):
 
     def __init__(
         self, root: Path, app_id: str, *, resources: str = STATE, args: tuple[str, ...] = (),
-        env: dict[str, str] | None = None,
+        env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(root, app_id, resources, extra=args, app_id=app_id, env=env)
+        super().__init__(
+            root, app_id, resources, extra=args, app_id=app_id, env=env, prefix=prefix
+        )

@@ -165,11 +165,29 @@ def test_table_problems_have_file_and_line(tmp_path: Path) -> None:
     assert all(str(p).startswith(f"{path}:") for p in problems)
 
 
-def test_mdns_is_not_built_in(tmp_path: Path) -> None:
+def test_mdns_takes_the_same_optional_table(tmp_path: Path) -> None:
     text = CONFIG.replace("component: static", "component: mdns")
+    names, problems = load_configuration(write(tmp_path, text))
+    assert problems == []
+    assert names.mdns
+    assert names.resolve("sensors") == "192.168.1.20:50002"
+    names, problems = load_configuration(write(tmp_path, """
+        apiVersion: dapr.io/v1alpha1
+        kind: Configuration
+        metadata: {name: c}
+        spec:
+          nameResolution: {component: mdns}
+        """))
+    assert (problems, names.mdns, dict(names.apps)) == ([], True, {})
+    static, _ = load_configuration(write(tmp_path, CONFIG))
+    assert not static.mdns
+
+
+def test_other_name_resolution_components_are_refused(tmp_path: Path) -> None:
+    text = CONFIG.replace("component: static", "component: consul")
     _, problems = load_configuration(write(tmp_path, text))
     assert len(problems) == 1
-    assert "mDNS is not built in" in problems[0].message
+    assert problems[0].message.endswith("expected static or mdns, got 'consul'")
     assert problems[0].mark is not None
     assert problems[0].mark.line == 7
 

@@ -13,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -25,8 +26,10 @@ class SidecarProcess:
         self, root: Path, name: str, components: str = "", app_port: int | None = None,
         extra: Sequence[str] = (), *, app_id: str = "app",
         env: Mapping[str, str] | None = None, log_level: str = "info",
+        prefix: Sequence[str] = (),
     ) -> None:
         self.name = name
+        self.prefix = list(prefix)  # e.g. ["ip", "netns", "exec", ns]: run it there
         self.app_id = app_id
         self.root = root / name
         self.res = self.root / "components"
@@ -56,7 +59,7 @@ class SidecarProcess:
 
     async def start(self, limit_s: float = 30) -> SidecarProcess:
         args = [
-            sys.executable, "-m", "edge_runtime", "run", "--app-id", self.app_id,
+            *self.prefix, sys.executable, "-m", "edge_runtime", "run", "--app-id", self.app_id,
             "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0",
             "--resources-path", str(self.res), "--data-dir", str(self.data),
             "--log-level", self.log_level,
@@ -83,12 +86,16 @@ class SidecarProcess:
                 await asyncio.sleep(0.05)
                 continue
             with contextlib.suppress(httpx.HTTPError):
-                async with httpx.AsyncClient() as client:
-                    r = await client.get(f"{self.url}/v1.0/healthz/outbound")
+                async with self.client() as client:
+                    r = await client.get("/v1.0/healthz/outbound")
                 if r.status_code == 204:
                     return self
             await asyncio.sleep(0.05)
         raise AssertionError(f"sidecar {self.name} did not start:\n{self.log.read_text()}")
+
+    def client(self, port: str = "http", **kwargs: Any) -> httpx.AsyncClient:
+        """A client for one of the sidecar's ports (``http`` or ``metrics``), relative URLs."""
+        return httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.ports[port]}", **kwargs)
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown work at all."""
@@ -108,8 +115,8 @@ class SidecarProcess:
 
     async def metric(self, name: str, labels: str = "") -> float:
         """A Prometheus sample from the sidecar's metrics port (0 when absent)."""
-        async with httpx.AsyncClient() as client:
-            text = (await client.get(f"http://127.0.0.1:{self.ports['metrics']}/metrics")).text
+        async with self.client("metrics") as client:
+            text = (await client.get("/metrics")).text
         want = f"{name}{{{labels}}}" if labels else name
         for line in text.splitlines():
             if line.startswith(want + " "):
