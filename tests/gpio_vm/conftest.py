@@ -32,7 +32,8 @@ def gpio_vm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     kernel, why = vm.find_kernel()
     if kernel is None:
         pytest.skip(f"no gpio-sim VM: {why}")
-    command = (f"cd {REPO} && PYTHONPATH={REPO} PYTHONDONTWRITEBYTECODE=1 HOME=/tmp"
+    command = (f"cd {REPO} && PYTHONPATH={REPO} PYTHONDONTWRITEBYTECODE=1 HOME=/run/tmp"
+               " TMPDIR=/run/tmp"
                f" {sys.executable} -m tests.gpio_vm.guest")
     console = vm.boot(kernel, command, tmp_path_factory.mktemp("gpio-vm"))
     results = _results(console)

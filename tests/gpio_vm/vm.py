@@ -10,8 +10,9 @@ The kernel and modules come from, in this order:
 3. otherwise :func:`find_kernel` says why not, and the tests skip with that reason.
 
 The VM: an initramfs whose ``/init`` (busybox) loads the modules, mounts this machine's root
-read-only over 9p, mounts ``proc``, ``sys``, ``dev``, ``configfs`` and tmpfs on ``/tmp`` and
-``/run`` inside it, chroots there and runs the command, so the guest runs this very tree with
+read-only over 9p, mounts ``proc``, ``sys``, ``dev``, ``configfs`` and a tmpfs on ``/run``
+inside it (not on ``/tmp``: the tree under test may live there; the guest writes to
+``/run/tmp`` through ``TMPDIR``), chroots there and runs the command, so the guest runs this very tree with
 this very Python. It needs ``qemu-system-x86_64`` and ``cpio``. Software emulation (TCG) only:
 KVM does not boot guests on the machines we run on.
 """
@@ -43,8 +44,8 @@ mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t configfs configfs /host/sys/kernel/config
-mount -t tmpfs tmpfs /host/tmp
 mount -t tmpfs tmpfs /host/run
+mkdir -p /host/run/tmp
 echo "{mark} booted"
 chroot /host /bin/sh -c '{command}; echo "{mark} exit $?"'
 poweroff -f
