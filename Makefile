@@ -28,10 +28,12 @@ $(VENV)/.installed-test: $(VENV)/.installed
 venv: $(VENV)/.installed
 
 # mosquitto (pub/sub broker), socat (serial pty pairs in tests), and qemu-system-x86 and cpio
-# (the gpio-sim VM that runs bindings.gpio against a real kernel) from Debian's packages.
+# (the gpio-sim VM that runs bindings.gpio against a real kernel), and chromium with
+# chromium-driver (the fleet page's headless browser test) from Debian's packages.
 system-deps:
 	@missing=""; \
-	for pair in mosquitto:mosquitto socat:socat qemu-system-x86:qemu-system-x86_64 cpio:cpio; do \
+	for pair in mosquitto:mosquitto socat:socat qemu-system-x86:qemu-system-x86_64 cpio:cpio \
+	            chromium:chromium chromium-driver:chromedriver; do \
 	  pkg=$${pair%%:*}; tool=$${pair##*:}; \
 	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
 	done; \

@@ -105,6 +105,13 @@ async def test_last_writer_wins_by_hlc_and_deletes_are_tombstones(cloud: CloudSt
     assert row.hlc == 60
     assert await cloud.state("d1", "s", "missing") is None
     assert await cloud.state("d2", "s", "k") is None  # devices do not share keys
+    await cloud.apply("d1", "state:s", "e1", [up(3, "b", b"B", 70), up(4, "a", b"A", 71),
+                                              up(5, "c", b"C", 72, store="r")], 5.0)
+    live = await cloud.states("d1", 10)
+    assert [(r.store, r.key, r.value, r.deleted) for r in live] == [
+        ("r", "c", b"C", False), ("s", "a", b"A", False), ("s", "b", b"B", False)]
+    assert len(await cloud.states("d1", 2)) == 2
+    assert await cloud.states("d2", 10) == []
 
 
 async def test_events_have_an_increasing_cursor_per_device(cloud: CloudStore) -> None:

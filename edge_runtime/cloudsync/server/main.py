@@ -20,6 +20,7 @@ import grpc
 from edge_runtime.api.http.server import HttpServer, bind
 from edge_runtime.cloudsync.hlc import HLC
 from edge_runtime.cloudsync.protocol import sync_pb2_grpc
+from edge_runtime.cloudsync.server.fleet import StaticPages
 from edge_runtime.cloudsync.server.http import TokenGate, cloud_app
 from edge_runtime.cloudsync.server.service import ServiceLimits, SyncService
 from edge_runtime.cloudsync.server.sqlite import SqliteCloudStore, open_store
@@ -95,7 +96,8 @@ class CloudServer:
         self.ports["grpc"] = port
         app = cloud_app(self.store, hlc, desired_changed=self.service.desired_changed,
                         slow=self.service.slow)
-        self._http = HttpServer(TokenGate(app, o.token), bind(o.host, o.http_port),  # type: ignore[arg-type]
+        pages = StaticPages(TokenGate(app, o.token))
+        self._http = HttpServer(pages, bind(o.host, o.http_port),  # type: ignore[arg-type]
                                 name="cloud-http", graceful_s=5.0)
         await self._http.start()
         self.ports["http"] = self._http.port

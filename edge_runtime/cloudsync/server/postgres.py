@@ -223,6 +223,13 @@ class PostgresCloudStore:
             return None
         return StateRow(store, key, bytes(row[0]), int(row[1]), bool(row[2]), float(row[3]))
 
+    async def states(self, device_id: str, limit: int) -> list[StateRow]:
+        """See :class:`~edge_runtime.cloudsync.server.store.CloudStore`."""
+        rows = await self.pool.fetch(
+            "SELECT store, key, value, hlc, updated_at FROM state WHERE device_id = $1"
+            " AND NOT deleted ORDER BY store, key LIMIT $2", device_id, limit)
+        return [StateRow(r[0], r[1], bytes(r[2]), int(r[3]), False, float(r[4])) for r in rows]
+
     async def events(self, device_id: str, after: int, limit: int) -> list[EventRow]:
         """See :class:`~edge_runtime.cloudsync.server.store.CloudStore`."""
         rows = await self.pool.fetch(

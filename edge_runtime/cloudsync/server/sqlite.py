@@ -206,6 +206,15 @@ class SqliteCloudStore:
             return None
         return StateRow(store, key, bytes(row[0]), int(row[1]), bool(row[2]), float(row[3]))
 
+    async def states(self, device_id: str, limit: int) -> list[StateRow]:
+        """See :class:`~edge_runtime.cloudsync.server.store.CloudStore`."""
+        def read(conn: sqlite3.Connection) -> list[StateRow]:
+            return [StateRow(s, k, bytes(v), h, False, u) for s, k, v, h, u in conn.execute(
+                "SELECT store, key, value, hlc, updated_at FROM state WHERE device_id = ?"
+                " AND deleted = 0 ORDER BY store, key LIMIT ?", (device_id, limit))]
+
+        return await self.db.read(read)
+
     async def events(self, device_id: str, after: int, limit: int) -> list[EventRow]:
         """See :class:`~edge_runtime.cloudsync.server.store.CloudStore`."""
         def read(conn: sqlite3.Connection) -> list[EventRow]:

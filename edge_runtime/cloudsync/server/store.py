@@ -176,6 +176,11 @@ class CloudStore(Protocol):
         """The latest reported value (or tombstone) of a key."""
         ...
 
+    async def states(self, device_id: str, limit: int) -> list[StateRow]:
+        """The device's live (not deleted) reported values, by store and key, at most
+        ``limit``."""
+        ...
+
     async def events(self, device_id: str, after: int, limit: int) -> list[EventRow]:
         """The device's events with ``seq > after``, oldest first."""
         ...
