@@ -1,6 +1,8 @@
 """Cloud sync figures: records/s one device pushes, bytes on the wire per record (CBOR in
 protobuf with gzip, against a JSON baseline in the same run), and cloud ingest with 100
-simulated devices against the SQLite store. Everything on loopback, in one process.
+simulated devices against each store: SQLite, and PostgreSQL in a throwaway cluster
+(tests/support/postgres.py; the row says why when it cannot run). Everything on loopback, in
+one process.
 
     python -m bench.cloud_bench [--records 20000] [--devices 100] [--per-device 500]
 """
@@ -33,6 +35,7 @@ from edge_runtime.registry import ComponentContext
 from edge_runtime.state import SetRequest
 from edge_runtime.state.keys import KeyPrefix
 from edge_runtime.state.sqlite import store as sqlite_store
+from tests.support import postgres
 
 TOKEN = "bench"  # noqa: S105 - loopback only
 
@@ -56,8 +59,9 @@ def wire_sizes(n: int = 500) -> tuple[float, float, float]:
     return ours / n, len(doc) / n, len(gzip.compress(doc)) / n
 
 
-async def _cloud(root: Path) -> CloudServer:
-    server = CloudServer(CloudOptions(store_url=f"sqlite://{root / 'cloud.db'}", token=TOKEN,
+async def _cloud(root: Path, store_url: str | None = None) -> CloudServer:
+    server = CloudServer(CloudOptions(store_url=store_url or f"sqlite://{root / 'cloud.db'}",
+                                      token=TOKEN,
                                       device_token=TOKEN, grpc_port=0, http_port=0,
                                       host="127.0.0.1"))
     await server.start()
@@ -117,9 +121,10 @@ async def _fake_device(endpoint: str, device: str, per_device: int, batch: int) 
         await call.done_writing()
 
 
-async def fleet_ingest(root: Path, devices: int, per_device: int) -> float:
+async def fleet_ingest(root: Path, devices: int, per_device: int,
+                       store_url: str | None = None) -> float:
     """Records/s the cloud applies with ``devices`` streams sending at once."""
-    cloud = await _cloud(root / "cloud2")
+    cloud = await _cloud(root / "cloud2", store_url)
     endpoint = f"127.0.0.1:{cloud.ports['grpc']}"
     started = time.perf_counter()
     await asyncio.gather(*(_fake_device(endpoint, f"d{i}", per_device, 100)
@@ -143,6 +148,14 @@ async def main() -> None:
         print(f"one device pushing a {args.records}-record backlog: {rate:,.0f} records/s")
         ingest = await fleet_ingest(Path(tmp), args.devices, args.per_device)
         print(f"cloud ingest, {args.devices} devices x {args.per_device} records (SQLite):"
+              f" {ingest:,.0f} records/s")
+        reason = postgres.unavailable()
+        if reason is not None:
+            print(f"cloud ingest (PostgreSQL): skipped: {reason}")
+            return
+        dsn = await asyncio.to_thread(postgres.cluster().create_db)
+        ingest = await fleet_ingest(Path(tmp), args.devices, args.per_device, dsn)
+        print(f"cloud ingest, {args.devices} devices x {args.per_device} records (PostgreSQL):"
               f" {ingest:,.0f} records/s")
 
 

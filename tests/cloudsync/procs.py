@@ -19,13 +19,15 @@ DEVICE_TOKEN = "device-token"
 
 
 class Cloud:
-    """One ``edge-runtime cloud serve`` process with its SQLite store under ``root``."""
+    """One ``edge-runtime cloud serve`` process with its SQLite store under ``root`` (or the
+    store ``store``, a URL, e.g. a PostgreSQL DSN several servers share)."""
 
     def __init__(self, root: Path, *, args: tuple[str, ...] = (),
-                 device_token: str | None = DEVICE_TOKEN) -> None:
+                 device_token: str | None = DEVICE_TOKEN, store: str | None = None) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.db = root / "cloud.db"
+        self.store = store or f"sqlite://{self.db}"
         self.args = args
         self.device_token = device_token
         self.proc: asyncio.subprocess.Process | None = None
@@ -48,7 +50,7 @@ class Cloud:
         args = [
             sys.executable, "-m", "edge_runtime", "cloud", "serve", "--host", "127.0.0.1",
             "--grpc-port", str(self.grpc_port), "--http-port", "0",
-            "--store", f"sqlite://{self.db}", "--ports-file", str(ports_file), *self.args,
+            "--store", self.store, "--ports-file", str(ports_file), *self.args,
         ]
         env = {**os.environ, "EDGE_CLOUD_TOKEN": API_TOKEN}
         if self.device_token:

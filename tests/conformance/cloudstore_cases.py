@@ -1,7 +1,8 @@
 """The table of cloud store implementations the cloud store conformance suite runs over.
 
-A PostgreSQL row joins here once that store exists (its factory, skipped with the reason when
-no PostgreSQL binaries are found)."""
+The PostgreSQL row gets one database per test folder (reopening in a test finds the same
+data) in a throwaway cluster started once per session; skipped with the reason when there
+are no PostgreSQL binaries or asyncpg."""
 
 from __future__ import annotations
 
@@ -9,8 +10,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from edge_runtime.cloudsync.server.sqlite import SqliteCloudStore
 from edge_runtime.cloudsync.server.store import CloudStore
+from tests.support import postgres
+
+_databases: dict[Path, str] = {}
+
+
+def _postgres(folder: Path) -> CloudStore:
+    reason = postgres.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    from edge_runtime.cloudsync.server.postgres import PostgresCloudStore
+
+    if folder not in _databases:
+        _databases[folder] = postgres.cluster().create_db()
+    return PostgresCloudStore(_databases[folder])
 
 
 @dataclass(frozen=True)
@@ -25,4 +42,5 @@ class CloudCase:
 CLOUD_CASES = [
     CloudCase("sqlite-file", lambda d: SqliteCloudStore(d / "cloud.db"), True),
     CloudCase("sqlite-memory", lambda _: SqliteCloudStore(None), False),
+    CloudCase("postgresql", _postgres, True),
 ]

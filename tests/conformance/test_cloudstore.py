@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from edge_runtime.cloudsync import hlc as hlcs
 from edge_runtime.cloudsync.server.store import (
+    HISTORY_AGE_S,
+    HISTORY_POINTS,
     KIND_DELETE,
     KIND_EVENT,
     KIND_UPSERT,
@@ -20,6 +23,7 @@ from edge_runtime.cloudsync.server.store import (
 from tests.conformance.cloudstore_cases import CLOUD_CASES, CloudCase
 
 OpenCloud = Callable[[], Awaitable[CloudStore]]
+NOW = 1_800_000_000.0
 
 
 @pytest.fixture(params=CLOUD_CASES, ids=[c.id for c in CLOUD_CASES])
@@ -101,6 +105,13 @@ async def test_last_writer_wins_by_hlc_and_deletes_are_tombstones(cloud: CloudSt
     assert row.hlc == 60
     assert await cloud.state("d1", "s", "missing") is None
     assert await cloud.state("d2", "s", "k") is None  # devices do not share keys
+    await cloud.apply("d1", "state:s", "e1", [up(3, "b", b"B", 70), up(4, "a", b"A", 71),
+                                              up(5, "c", b"C", 72, store="r")], 5.0)
+    live = await cloud.states("d1", 10)
+    assert [(r.store, r.key, r.value, r.deleted) for r in live] == [
+        ("r", "c", b"C", False), ("s", "a", b"A", False), ("s", "b", b"B", False)]
+    assert len(await cloud.states("d1", 2)) == 2
+    assert await cloud.states("d2", 10) == []
 
 
 async def test_events_have_an_increasing_cursor_per_device(cloud: CloudStore) -> None:
@@ -149,3 +160,35 @@ async def test_data_survives_reopening(cloud_case: CloudCase, open_cloud: OpenCl
     assert row is not None
     assert row.value == b"v"
     assert [r.key for r in await again.desired_after("d1", 0)] == ["x"]
+
+
+async def test_history_keeps_reported_values_in_write_order(cloud: CloudStore) -> None:
+    base = hlcs.pack(int(NOW * 1000))
+    batch = [up(i, "t", bytes([i]), base + (i << 16)) for i in (1, 2, 4, 5)]
+    batch.insert(2, RecordIn(KIND_DELETE, "s", "t", 3, base + (3 << 16)))  # not a point
+    await cloud.apply("d1", "state:s", "e", batch, NOW)
+    await cloud.apply("d1", "state:s", "e", [up(2, "t", b"\x02", base + (2 << 16))], NOW)
+    rows = await cloud.history("d1", "s", "t", 0, 100)
+    assert [r.value for r in rows] == [b"\x01", b"\x02", b"\x04", b"\x05"]  # replay: no point
+    assert [r.hlc for r in rows] == sorted(r.hlc for r in rows)
+    assert rows[0].at == pytest.approx(NOW + 0.001, abs=0.002)
+    assert [r.value for r in await cloud.history("d1", "s", "t", 0, 2)] == [b"\x04", b"\x05"]
+    since = hlcs.unpack(rows[2].hlc)[0] / 1000
+    assert [r.value for r in await cloud.history("d1", "s", "t", since, 100)] == [
+        b"\x04", b"\x05"]
+    assert await cloud.history("d1", "s", "other", 0, 100) == []
+    assert await cloud.history("d2", "s", "t", 0, 100) == []
+
+
+async def test_history_is_bounded_by_count_and_age(cloud: CloudStore) -> None:
+    old = hlcs.pack(int((NOW - HISTORY_AGE_S - 60) * 1000))
+    await cloud.apply("d1", "state:s", "e", [up(1, "t", b"old", old)], NOW - HISTORY_AGE_S - 60)
+    assert len(await cloud.history("d1", "s", "t", 0, 10)) == 1
+    base = hlcs.pack(int(NOW * 1000))
+    n = HISTORY_POINTS + 7
+    await cloud.apply("d1", "state:s", "e", [up(i + 2, "t", str(i).encode(), base + (i << 16))
+                                             for i in range(n)], NOW)
+    rows = await cloud.history("d1", "s", "t", 0, n + 10)
+    assert len(rows) == HISTORY_POINTS  # the old point aged out, the oldest 7 new ones too
+    assert rows[0].value == b"7"
+    assert rows[-1].value == str(n - 1).encode()

@@ -12,8 +12,8 @@ The kernel and modules come from, in this order:
 The VM: an initramfs whose ``/init`` (busybox) loads the modules, mounts this machine's root
 read-only over 9p, mounts ``proc``, ``sys``, ``dev``, ``configfs`` and a tmpfs on ``/run``
 inside it (not on ``/tmp``: the tree under test may live there; the guest writes to
-``/run/tmp`` through ``TMPDIR``), chroots there and runs the command, so the guest runs this very tree with
-this very Python. It needs ``qemu-system-x86_64`` and ``cpio``. Software emulation (TCG) only:
+``/run/tmp`` through ``TMPDIR``), chroots there and runs the command, so the guest runs this
+very tree with this very Python. It needs ``qemu-system-x86_64`` and ``cpio``. Software emulation (TCG) only:
 KVM does not boot guests on the machines we run on.
 """
 

@@ -14,6 +14,8 @@ JSON (CBOR turned back into JSON), else the raw bytes as ``application/octet-str
   "hlc", "receivedAt", "data"}], "next": N}``
 - ``PUT /v1/devices/{id}/limits`` ``{"rate": r, "window": w, "pauseMs": p}``: slow a
   connected device (404 when it is not connected)
+- the fleet page and its routes (``GET /v1/devices/{id}/state``, ``.../history/...``):
+  :mod:`edge_runtime.cloudsync.server.fleet`
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import cbor2
 
 from edge_runtime.api.http.app import HttpApp, Receive, Request, Response, Route, Scope, Send, route
 from edge_runtime.cloudsync.hlc import HLC
+from edge_runtime.cloudsync.server.fleet import fleet_routes
 from edge_runtime.cloudsync.server.store import CloudStore
 from edge_runtime.cloudsync.sources import decode_payload
 
@@ -170,5 +173,6 @@ def cloud_app(store: CloudStore, hlc: HLC, *, desired_changed: Callable[[str], N
         route("PUT,DELETE", "/v1/devices/{id}/desired/{key...}", put_desired, "desired"),
         route("GET", "/v1/devices/{id}/events", events, "events"),
         route("PUT", "/v1/devices/{id}/limits", limits, "limits"),
+        *fleet_routes(store, _jsonable),
     ]
     return HttpApp(routes, max_body_size=4 * 1024 * 1024)

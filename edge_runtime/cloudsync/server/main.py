@@ -20,9 +20,10 @@ import grpc
 from edge_runtime.api.http.server import HttpServer, bind
 from edge_runtime.cloudsync.hlc import HLC
 from edge_runtime.cloudsync.protocol import sync_pb2_grpc
+from edge_runtime.cloudsync.server.fleet import StaticPages
 from edge_runtime.cloudsync.server.http import TokenGate, cloud_app
 from edge_runtime.cloudsync.server.service import ServiceLimits, SyncService
-from edge_runtime.cloudsync.server.sqlite import open_store
+from edge_runtime.cloudsync.server.sqlite import SqliteCloudStore, open_store
 from edge_runtime.support.atomicfile import write_atomic
 
 __all__ = ["CloudOptions", "CloudServer", "serve"]
@@ -66,7 +67,8 @@ class CloudServer:
             raise ValueError("devices need a way in: --device-token (or env "
                              "EDGE_CLOUD_DEVICE_TOKEN), or --tls-cert/--tls-key/--tls-ca")
         await self.store.open()
-        path = self.store.path
+        # A PostgreSQL store has no file beside it: its clock starts above the stored HLCs.
+        path = self.store.path if isinstance(self.store, SqliteCloudStore) else None
         hlc = HLC(path.with_suffix(".hlc") if path is not None else None)
         hlc.update(await self.store.max_hlc())
         self.service = SyncService(self.store, hlc, device_token=o.device_token, tls=tls,
@@ -94,7 +96,8 @@ class CloudServer:
         self.ports["grpc"] = port
         app = cloud_app(self.store, hlc, desired_changed=self.service.desired_changed,
                         slow=self.service.slow)
-        self._http = HttpServer(TokenGate(app, o.token), bind(o.host, o.http_port),  # type: ignore[arg-type]
+        pages = StaticPages(TokenGate(app, o.token))
+        self._http = HttpServer(pages, bind(o.host, o.http_port),  # type: ignore[arg-type]
                                 name="cloud-http", graceful_s=5.0)
         await self._http.start()
         self.ports["http"] = self._http.port

@@ -10,9 +10,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edge_runtime.cloudsync import hlc as hlcs
 from edge_runtime.cloudsync.server.store import (
+    HISTORY_AGE_S,
+    HISTORY_POINTS,
     KIND_DELETE,
     KIND_EVENT,
     KIND_UPSERT,
@@ -21,12 +24,16 @@ from edge_runtime.cloudsync.server.store import (
     DesiredRow,
     DeviceRow,
     EventRow,
+    HistoryRow,
     RecordIn,
     StateRow,
 )
 from edge_runtime.support.sqlitedb import Database, Durability, Migration
 
-__all__ = ["SqliteCloudStore"]
+if TYPE_CHECKING:
+    from edge_runtime.cloudsync.server.store import CloudStore
+
+__all__ = ["SqliteCloudStore", "open_store"]
 
 MIGRATIONS = [
     Migration(
@@ -62,6 +69,17 @@ MIGRATIONS = [
         CREATE INDEX IF NOT EXISTS desired_seq ON desired(device_id, seq);
         """,
         "cloud store",
+    ),
+    Migration(
+        2,
+        """
+        CREATE TABLE IF NOT EXISTS history (
+            device_id TEXT NOT NULL, store TEXT NOT NULL, key TEXT NOT NULL,
+            hlc INTEGER NOT NULL, value BLOB NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS history_key ON history(device_id, store, key, hlc);
+        """,
+        "reported value history",
     ),
 ]
 
@@ -122,6 +140,7 @@ class SqliteCloudStore:
                 (device_id, stream, epoch)).fetchone()
             cursor = int(row[0]) if row else 0
             applied = replayed = 0
+            touched: set[tuple[str, str]] = set()
             for r in records:
                 if r.seq <= cursor:
                     replayed += 1
@@ -136,6 +155,11 @@ class SqliteCloudStore:
                     conn.execute(_UPSERT_STATE, (device_id, r.target, r.key,
                                                  b"" if deleted else r.payload, r.hlc,
                                                  int(deleted), now))
+                    if not deleted:
+                        conn.execute("INSERT INTO history(device_id, store, key, hlc, value)"
+                                     " VALUES (?, ?, ?, ?, ?)",
+                                     (device_id, r.target, r.key, r.hlc, r.payload))
+                        touched.add((r.target, r.key))
                 cursor = r.seq
                 applied += 1
             conn.execute(
@@ -147,6 +171,13 @@ class SqliteCloudStore:
                 "UPDATE devices SET last_seen = ?, records = records + ?,"
                 " backlog = MAX(0, backlog - ?) WHERE device_id = ?",
                 (now, applied, applied, device_id))
+            oldest = hlcs.pack(int((now - HISTORY_AGE_S) * 1000))
+            for store, key in touched:
+                conn.execute(
+                    "DELETE FROM history WHERE device_id = ? AND store = ? AND key = ? AND"
+                    " (hlc < ? OR hlc <= (SELECT hlc FROM history WHERE device_id = ? AND"
+                    " store = ? AND key = ? ORDER BY hlc DESC LIMIT 1 OFFSET ?))",
+                    (device_id, store, key, oldest, device_id, store, key, HISTORY_POINTS))
             return ApplyResult(cursor, applied, replayed)
 
         size = sum(len(r.payload) + len(r.key) + 64 for r in records)
@@ -175,6 +206,15 @@ class SqliteCloudStore:
             return None
         return StateRow(store, key, bytes(row[0]), int(row[1]), bool(row[2]), float(row[3]))
 
+    async def states(self, device_id: str, limit: int) -> list[StateRow]:
+        """See :class:`~edge_runtime.cloudsync.server.store.CloudStore`."""
+        def read(conn: sqlite3.Connection) -> list[StateRow]:
+            return [StateRow(s, k, bytes(v), h, False, u) for s, k, v, h, u in conn.execute(
+                "SELECT store, key, value, hlc, updated_at FROM state WHERE device_id = ?"
+                " AND deleted = 0 ORDER BY store, key LIMIT ?", (device_id, limit))]
+
+        return await self.db.read(read)
+
     async def events(self, device_id: str, after: int, limit: int) -> list[EventRow]:
         """See :class:`~edge_runtime.cloudsync.server.store.CloudStore`."""
         def read(conn: sqlite3.Connection) -> list[EventRow]:
@@ -183,6 +223,19 @@ class SqliteCloudStore:
                         "SELECT seq, target, key, hlc, payload, received_at FROM events"
                         " WHERE device_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                         (device_id, after, limit))]
+
+        return await self.db.read(read)
+
+    async def history(self, device_id: str, store: str, key: str, since: float,
+                      limit: int) -> list[HistoryRow]:
+        """See :class:`~edge_runtime.cloudsync.server.store.CloudStore`."""
+        def read(conn: sqlite3.Connection) -> list[HistoryRow]:
+            rows = conn.execute(
+                "SELECT hlc, value FROM history WHERE device_id = ? AND store = ? AND key = ?"
+                " AND hlc >= ? ORDER BY hlc DESC LIMIT ?",
+                (device_id, store, key, hlcs.pack(max(0, int(since * 1000))), limit)).fetchall()
+            return [HistoryRow(int(h), bytes(v), hlcs.unpack(int(h))[0] / 1000)
+                    for h, v in reversed(rows)]
 
         return await self.db.read(read)
 
@@ -233,9 +286,10 @@ class SqliteCloudStore:
         return await self.db.read(read)
 
 
-def open_store(url: str) -> SqliteCloudStore:
-    """A store from a URL: ``sqlite:///abs/path.db``, ``sqlite:relative.db`` or
-    ``sqlite://:memory:``. Raises ``ValueError`` for another scheme."""
+def open_store(url: str) -> CloudStore:
+    """A store from a URL: ``sqlite:///abs/path.db``, ``sqlite:relative.db``,
+    ``sqlite://:memory:`` or a PostgreSQL DSN (``postgresql://...``, needs the ``postgres``
+    extra). Raises ``ValueError`` for another scheme."""
     if url.startswith("sqlite:"):
         rest = url[len("sqlite:"):]
         if rest in ("//:memory:", ":memory:"):
@@ -243,5 +297,7 @@ def open_store(url: str) -> SqliteCloudStore:
         path = rest.removeprefix("//")
         return SqliteCloudStore(Path(path))
     if url.startswith(("postgres://", "postgresql://")):
-        raise ValueError("the PostgreSQL store is not built yet: use sqlite:///path")
+        from edge_runtime.cloudsync.server.postgres import PostgresCloudStore
+
+        return PostgresCloudStore(url)
     raise ValueError(f"unknown store URL {url!r}: use sqlite:///path/to/cloud.db")

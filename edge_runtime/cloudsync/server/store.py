@@ -1,5 +1,5 @@
-"""What the cloud keeps, as a small contract every store implements (SQLite here; a
-PostgreSQL one can follow and run the same conformance suite, tests/conformance).
+"""What the cloud keeps, as a small contract every store implements (SQLite, the default, and
+PostgreSQL for fleets; both run the same conformance suite, tests/conformance).
 
 Rules every implementation keeps:
 
@@ -14,6 +14,9 @@ Rules every implementation keeps:
   :meth:`CloudStore.events`.
 - Desired values get a per-device increasing ``seq``: :meth:`CloudStore.desired_after` is what
   a device that applied up to ``seq`` still needs (the newest value per key).
+- **History** of reported values (upserts) per key, for charts: at most
+  :data:`HISTORY_POINTS` points per key, none older than :data:`HISTORY_AGE_S` before the
+  ``now`` of the batch that brought them (pruned as batches arrive).
 
 Values are CBOR bytes as the device sent them. Methods are coroutine-safe.
 """
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "HISTORY_AGE_S",
+    "HISTORY_POINTS",
     "KIND_DELETE",
     "KIND_EVENT",
     "KIND_UPSERT",
@@ -34,6 +39,7 @@ __all__ = [
     "DesiredRow",
     "DeviceRow",
     "EventRow",
+    "HistoryRow",
     "RecordIn",
     "StateRow",
 ]
@@ -41,6 +47,9 @@ __all__ = [
 KIND_UPSERT = 1
 KIND_DELETE = 2
 KIND_EVENT = 3
+
+HISTORY_POINTS = 1000
+HISTORY_AGE_S = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +123,16 @@ class EventRow:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryRow:
+    """One reported value of a key; ``at`` is the device's write time (the HLC's unix
+    seconds)."""
+
+    hlc: int
+    value: bytes
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class DesiredRow:
     """A desired value for a device."""
 
@@ -157,8 +176,19 @@ class CloudStore(Protocol):
         """The latest reported value (or tombstone) of a key."""
         ...
 
+    async def states(self, device_id: str, limit: int) -> list[StateRow]:
+        """The device's live (not deleted) reported values, by store and key, at most
+        ``limit``."""
+        ...
+
     async def events(self, device_id: str, after: int, limit: int) -> list[EventRow]:
         """The device's events with ``seq > after``, oldest first."""
+        ...
+
+    async def history(self, device_id: str, store: str, key: str, since: float,
+                      limit: int) -> list[HistoryRow]:
+        """The newest ``limit`` reported values of a key written at or after ``since`` (unix
+        seconds), oldest first."""
         ...
 
     async def put_desired(self, device_id: str, key: str, value: bytes, hlc: int,
