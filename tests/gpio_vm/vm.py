@@ -13,8 +13,8 @@ The VM: an initramfs whose ``/init`` (busybox) loads the modules, mounts this ma
 read-only over 9p, mounts ``proc``, ``sys``, ``dev``, ``configfs`` and a tmpfs on ``/run``
 inside it (not on ``/tmp``: the tree under test may live there; the guest writes to
 ``/run/tmp`` through ``TMPDIR``), chroots there and runs the command, so the guest runs this
-very tree with this very Python. It needs ``qemu-system-x86_64`` and ``cpio``. Software emulation (TCG) only:
-KVM does not boot guests on the machines we run on.
+very tree with this very Python. It needs ``qemu-system-x86_64`` and ``cpio``. Software
+emulation (TCG) only: KVM does not boot guests on the machines we run on.
 """
 
 from __future__ import annotations
