@@ -9,7 +9,7 @@ HTTP_PORT ?= 3500
 MOSQUITTO_PORT ?= 1883
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench system-deps venv clean
+.PHONY: run test lint typecheck unit bench system-deps venv clean test-arm
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -67,6 +67,14 @@ bench: $(VENV)/.installed-test
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 50
 	$(PY) -m bench.startup_bench
 	$(PY) -m bench.invoke_bench
+
+# The suite on emulated aarch64: a Debian arm64 rootfs (debootstrap + qemu-user-static, cached
+# in .cache/arm64), our wheel and the test extra from aarch64 wheels, then pytest in the chroot
+# and install.sh as a device would run it. Needs root. ARM_SUBSET=ci runs the subset .ci/run
+# uses; ARM_ARGS=--no-uvloop runs without uvloop (as armv7 devices do). See README, "ARM".
+ARM_SUBSET ?= full
+test-arm:
+	$(SUDO) deploy/arm/test-arm.sh --subset $(ARM_SUBSET) --install-check $(ARM_ARGS)
 
 clean:
 	rm -rf $(VENV) .edge-runtime .mypy_cache .ruff_cache .pytest_cache
