@@ -9,7 +9,7 @@ HTTP_PORT ?= 3500
 MOSQUITTO_PORT ?= 1883
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench system-deps venv clean test-arm
+.PHONY: run test lint typecheck unit bench system-deps test-tools venv clean test-arm
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -54,7 +54,18 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 
-unit: $(VENV)/.installed-test system-deps
+# Tools some deploy tests use (they skip, saying so, without them): shellcheck for the shell
+# scripts, systemd-analyze for the unit files.
+test-tools:
+	@missing=""; command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing || \
+	  echo "warning: could not install$$missing; tests that need them will be skipped"; \
+	fi
+
+unit: $(VENV)/.installed-test system-deps test-tools
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit

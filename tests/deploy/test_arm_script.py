@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,21 @@ SCRIPT = ROOT / "deploy" / "arm" / "test-arm.sh"
 
 def run(*args: str, user: str | None = None) -> subprocess.CompletedProcess[str]:
     cmd = ["bash", str(SCRIPT), *args]
-    if user is not None:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None or os.geteuid() != 0:
-            pytest.skip("needs root and setpriv to run the script as another user")
-        cmd = [setpriv, f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    if user is None:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run the script as another user")
+    # A copy the other user can read, wherever the checkout lives.
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)  # noqa: S103 - the other user must reach the copy
+        copy = Path(tmp) / "deploy" / "arm" / SCRIPT.name
+        copy.parent.mkdir(parents=True)
+        shutil.copy(SCRIPT, copy)
+        cmd = [setpriv, f"--reuid={user}", f"--regid={user}", "--clear-groups", "bash", str(copy),
+               *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False,
+                              cwd=tmp)
 
 
 def options() -> set[str]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,7 +63,7 @@ def test_systemd_analyze_verify(name: str, tmp_path: Path) -> None:
     if tool is None:
         pytest.skip("systemd-analyze is missing (apt-get install systemd)")
     # verify insists that ExecStart's binary exists: point it at this venv's edge-runtime.
-    here = shutil.which("edge-runtime") or str(Path(os.sys.executable).with_name("edge-runtime"))
+    here = shutil.which("edge-runtime") or str(Path(sys.executable).with_name("edge-runtime"))
     if not os.access(here, os.X_OK):
         pytest.skip("no edge-runtime script in this environment")
     text = (UNITS / name).read_text().replace(VENV_BIN, here)
@@ -70,7 +72,9 @@ def test_systemd_analyze_verify(name: str, tmp_path: Path) -> None:
     result = subprocess.run(
         [tool, "verify", str(unit)], capture_output=True, text=True, timeout=120, check=False
     )
-    if "Failed to" in result.stderr and "system" in result.stderr and result.returncode != 0:
+    if result.returncode != 0 and re.search(
+        r"sysinit\.target not found|Failed to (initialize|connect|set up)", result.stderr
+    ):  # no unit tree or manager to check against (a bare container), not a unit problem
         pytest.skip(f"systemd-analyze cannot run here: {result.stderr.strip()}")
     # Unknown keys and bad values are warnings with exit code 0: any output is a failure.
     assert result.returncode == 0, result.stderr
