@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite on emulated aarch64 (qemu user emulation in a Debian arm64 chroot).
 #
-#   deploy/arm/test-arm.sh [--subset ci|full|none] [--no-uvloop] [--install-check] [--build-only]
+#   deploy/arm/test-arm.sh [--subset ci|full|none | --tests "PATHS"] [--no-uvloop]
+#                          [--install-check] [--build-only]
 #
 # 1. base rootfs: debootstrap bookworm arm64 (minbase) with python3-venv, mosquitto, socat,
 #    systemd; cached as $ARM_CACHE/rootfs-base.tar.zst (~6.5 min from nothing, once).
@@ -10,7 +11,8 @@
 #    $ARM_CACHE/rootfs-test-<hash of pyproject.toml>.tar.zst.
 # 3. run: a fresh copy of the test rootfs, this tree's wheel installed (no network), the tests
 #    run in the chroot (`ci`: state, pub/sub end to end against mosquitto, sd_notify and
-#    systemd checks; `full`: the whole suite but the JavaScript SDK check).
+#    systemd checks; `full`: the whole suite but the JavaScript SDK check; --tests: pytest's
+#    arguments as given).
 #    --no-uvloop uninstalls uvloop first (what armv7 Raspberry Pi OS gets: no uvloop wheel).
 #    --install-check runs deploy/systemd/install.sh in the chroot, starts the installed unit's
 #    ExecStart as its user, checks health, runs install.sh again (idempotent) and --uninstall.
@@ -25,12 +27,14 @@ CACHE="${ARM_CACHE:-$REPO/.cache/arm64}"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=bookworm
 SUBSET=ci
+CUSTOM=""
 NO_UVLOOP=0
 INSTALL_CHECK=0
 BUILD_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --subset) SUBSET="$2"; shift 2 ;;
+    --tests) SUBSET=custom; CUSTOM="$2"; shift 2 ;;
     --no-uvloop) NO_UVLOOP=1; shift ;;
     --install-check) INSTALL_CHECK=1; shift ;;
     --build-only) BUILD_ONLY=1; shift ;;
@@ -196,6 +200,7 @@ case "$SUBSET" in
     ;;
   full) TESTS=(tests --ignore=tests/js) ;;
   none) TESTS=() ;;
+  custom) read -r -a TESTS <<< "$CUSTOM" ;;
   *) echo "unknown subset $SUBSET" >&2; exit 2 ;;
 esac
 status=0
