@@ -3,8 +3,11 @@ serves, WATCHDOG=1 pings from the event loop (a stalled loop stops them), STOPPI
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -142,3 +145,36 @@ def test_asyncio_loop_when_asked(tmp_path: Path, notify_socket: NotifySocket) ->
         notify_socket.wait_for("STOPPING=1")
         assert proc.wait(30) == 0
     assert "event loop: asyncio" in stderr.text()
+
+
+APP = """
+import json, os, signal, sys, time
+names = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DAPR_HTTP_PORT")
+with open(sys.argv[1], "w") as f:
+    json.dump({n: os.environ.get(n) for n in names}, f)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+time.sleep(300)
+"""
+
+
+def test_the_app_does_not_inherit_the_notify_protocol(
+    tmp_path: Path, notify_socket: NotifySocket
+) -> None:
+    """Readiness and the watchdog are the sidecar's: the app after -- must not see them."""
+    seen = tmp_path / "app-env.json"
+    env = {
+        "NOTIFY_SOCKET": str(notify_socket.path),
+        "WATCHDOG_USEC": str(WATCHDOG_USEC),
+        "WATCHDOG_PID": "1",  # not us: no pings, but it must not reach the app either
+    }
+    with sidecar(tmp_path, env, "--", sys.executable, "-c", APP, str(seen)) as (proc, _err):
+        notify_socket.wait_for("READY=1")
+        deadline = time.monotonic() + 60
+        while not seen.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        notify_socket.wait_for("STOPPING=1")
+        assert proc.wait(30) == 0
+    got = json.loads(seen.read_text())
+    assert got.pop("DAPR_HTTP_PORT")
+    assert got == {"NOTIFY_SOCKET": None, "WATCHDOG_USEC": None, "WATCHDOG_PID": None}
