@@ -9,7 +9,7 @@ HTTP_PORT ?= 3500
 MOSQUITTO_PORT ?= 1883
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench system-deps venv clean
+.PHONY: run test lint typecheck unit bench system-deps test-tools venv clean test-arm
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -61,7 +61,18 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(VENV)/bin/mypy
 
-unit: $(VENV)/.installed-test system-deps
+# Tools some deploy tests use (they skip, saying so, without them): shellcheck for the shell
+# scripts, systemd-analyze for the unit files.
+test-tools:
+	@missing=""; command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing || \
+	  echo "warning: could not install$$missing; tests that need them will be skipped"; \
+	fi
+
+unit: $(VENV)/.installed-test system-deps test-tools
 	PATH="$$PATH:/usr/sbin" $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit
@@ -76,6 +87,14 @@ bench: $(VENV)/.installed-test
 	$(PY) -m bench.invoke_bench
 	$(PY) -m bench.gpio_bench
 	$(PY) -m bench.cloud_bench
+
+# The suite on emulated aarch64: a Debian arm64 rootfs (debootstrap + qemu-user-static, cached
+# in .cache/arm64), our wheel and the test extra from aarch64 wheels, then pytest in the chroot
+# and install.sh as a device would run it. Needs root. ARM_SUBSET=ci runs the subset .ci/run
+# uses; ARM_ARGS=--no-uvloop runs without uvloop (as armv7 devices do). See README, "ARM".
+ARM_SUBSET ?= full
+test-arm:
+	$(SUDO) deploy/arm/test-arm.sh --subset $(ARM_SUBSET) --install-check $(ARM_ARGS)
 
 clean:
 	rm -rf $(VENV) .edge-runtime .mypy_cache .ruff_cache .pytest_cache

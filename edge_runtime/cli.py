@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -219,11 +220,18 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     setup(settings.log_level, as_json=settings.log_as_json, app_id=settings.app_id)
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(Runtime(settings).run())
-    return uvloop.run(Runtime(settings).run())
+    log = logging.getLogger("edge_runtime")
+    # uvloop where it is installed (not on armv7: no wheel); EDGE_RUNTIME_LOOP=asyncio opts out.
+    if os.environ.get("EDGE_RUNTIME_LOOP", "auto") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            log.info("event loop: uvloop")
+            return uvloop.run(Runtime(settings).run())
+    log.info("event loop: asyncio")
+    return asyncio.run(Runtime(settings).run())
 
 
 def _validate(args: argparse.Namespace) -> int:

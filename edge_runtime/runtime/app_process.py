@@ -87,5 +87,7 @@ def app_env(
     env.update(DAPR_HTTP_PORT=str(http_port), DAPR_GRPC_PORT=str(grpc_port), APP_ID=app_id)
     if app_port is not None:
         env["APP_PORT"] = str(app_port)
-    env.pop("NOTIFY_SOCKET", None)  # systemd readiness is ours to report, not the app's
+    # systemd readiness and the watchdog are ours to report, not the app's.
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)
     return env

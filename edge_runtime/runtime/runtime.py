@@ -116,6 +116,7 @@ class Runtime:
             "edge-runtime %s ready in %.0f ms", __version__, (time.monotonic() - started) * 1000
         )
         code = await self._serve()
+        systemd.notify("STOPPING=1\nSTATUS=stopping")
         await self._stop_all()
         return code
 
@@ -175,6 +176,8 @@ class Runtime:
         await self._open_ports()
         self._write_runtime_json()
         systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {self.view.ports['http']}")
+        if (dog := systemd.start_watchdog()) is not None:
+            self._tasks.append(dog)  # cancelled first on stop, after STOPPING=1
         await self._start_app()
 
     async def _open_ports(self) -> None:
