@@ -194,7 +194,9 @@ case "$SUBSET" in
   ci)
     TESTS=(tests/state tests/conformance/test_state.py tests/e2e/test_mqtt_e2e.py
            tests/deploy/test_sdnotify.py tests/deploy/test_journald.py)
-    if [ -d "$REPO/edge_runtime/bindings/serial" ]; then TESTS+=(tests/bindings/serial); else
+    if [ -f "$REPO/tests/bindings/test_serial.py" ]; then
+      TESTS+=(tests/bindings/test_serial.py tests/bindings/test_serial_framing.py)
+    else
       echo "test-arm: note: no serial binding in this tree yet: the serial-over-pty part is skipped"
     fi
     ;;
