@@ -35,7 +35,15 @@ def gpio_vm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     command = (f"cd {REPO} && PYTHONPATH={REPO} PYTHONDONTWRITEBYTECODE=1 HOME=/run/tmp"
                " TMPDIR=/run/tmp"
                f" {sys.executable} -m tests.gpio_vm.guest")
-    console = vm.boot(kernel, command, tmp_path_factory.mktemp("gpio-vm"))
+    try:
+        console = vm.boot(kernel, command, tmp_path_factory.mktemp("gpio-vm"))
+    except RuntimeError as exc:
+        # Under software emulation the guest kernel very occasionally panics while booting
+        # (seen once in many boots: an int3 oops in text patching). Boot once more; a second
+        # failure is reported.
+        if "did not boot" not in str(exc):
+            raise
+        console = vm.boot(kernel, command, tmp_path_factory.mktemp("gpio-vm"))
     results = _results(console)
     if f"{vm.MARK} exit 0" not in console or not results:
         pytest.fail(f"the guest did not finish (kernel from {kernel.source}):\n"
