@@ -40,7 +40,9 @@ class Relay:
     ) -> None:
         self.outbox = outbox
         self._send = send
-        self._start_send = start_send
+        # One sending path: a plain ``send`` runs in a task whose future is followed like the
+        # pipelined form's.
+        self._start_send: StartSend = start_send or self._send_in_task
         self._wait_ready = wait_ready
         self.window = max(1, window)
         self.rate_limit = rate_limit
@@ -113,16 +115,13 @@ class Relay:
                     if self._failed.is_set():
                         window.release()
                         break
-                    if self._start_send is None:
-                        fut: asyncio.Future[None] = asyncio.create_task(self._one(row, window))
-                    else:
-                        try:
-                            fut = await self._start_send(row)
-                        except Exception as exc:  # noqa: BLE001 - resend from the oldest
-                            window.release()
-                            self._fail(row, exc)
-                            break
-                        fut.add_done_callback(functools.partial(self._settled, row, window))
+                    try:
+                        fut = await self._start_send(row)
+                    except Exception as exc:  # noqa: BLE001 - resend from the oldest
+                        window.release()
+                        self._fail(row, exc)
+                        break
+                    fut.add_done_callback(functools.partial(self._settled, row, window))
                     inflight.add(fut)
                     fut.add_done_callback(inflight.discard)
                     if len(self._acked) >= self.batch:
@@ -132,16 +131,8 @@ class Relay:
                 await asyncio.gather(*inflight, return_exceptions=True)
             await self._flush_acks()
 
-    async def _one(self, row: Row, window: asyncio.Semaphore) -> None:
-        try:
-            await self._send(row)
-        except Exception as exc:  # noqa: BLE001 - any failure means: resend from the oldest
-            self._fail(row, exc)
-        else:
-            self._acked.append(row)
-            self._delivered.inc()
-        finally:
-            window.release()
+    async def _send_in_task(self, row: Row) -> asyncio.Future[None]:
+        return asyncio.ensure_future(self._send(row))
 
     def _settled(self, row: Row, window: asyncio.Semaphore, fut: asyncio.Future[None]) -> None:
         window.release()

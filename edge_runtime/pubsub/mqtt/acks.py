@@ -61,6 +61,28 @@ class AckWaiters:
         elif self._early is not None:
             self._early[mid] = value
 
+    def _register(self, mid: int, what: str) -> asyncio.Future[Any]:
+        """The future of ``mid``'s ack: resolved at once when the ack came during the call,
+        failed after ``timeout`` seconds, forgotten once done (resolved, failed or cancelled).
+        Raises :class:`PublishError` when ``mid`` is already in use."""
+        if mid in self._pending:
+            raise PublishError(f"message id {mid} is still in use: too many outstanding calls")
+        loop = asyncio.get_running_loop()
+        ack: asyncio.Future[Any] = loop.create_future()
+        self._pending[mid] = ack
+        if mid in self._kept:
+            ack.set_result(self._kept.pop(mid))
+        # A plain timer rather than asyncio.timeout(): a third of the cost per message.
+        timer = loop.call_later(self.timeout, _expire, ack, what, self.timeout)
+
+        def forget(f: asyncio.Future[Any]) -> None:
+            timer.cancel()
+            if self._pending.get(mid) is f:
+                del self._pending[mid]
+
+        ack.add_done_callback(forget)
+        return ack
+
     async def wait(self, mid: int, what: str) -> Any:
         """The ack value for ``mid``.
 
@@ -68,20 +90,7 @@ class AckWaiters:
         :class:`PublishError` after ``timeout`` seconds (``what`` names the ack) or when ``mid``
         is already waited for (more outstanding calls than message ids).
         """
-        if mid in self._pending:
-            raise PublishError(f"message id {mid} is still in use: too many outstanding calls")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._pending[mid] = fut
-        if mid in self._kept:
-            fut.set_result(self._kept.pop(mid))
-        # A plain timer rather than asyncio.timeout(): a third of the cost per message.
-        timer = loop.call_later(self.timeout, _expire, fut, what, self.timeout)
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-            del self._pending[mid]
+        return await self._register(mid, what)
 
     def track(
         self, mid: int, what: str, check: Callable[[Any], BaseException | None],
@@ -89,26 +98,17 @@ class AckWaiters:
         """A future for ``mid`` that a callback can follow instead of a waiting task.
 
         It resolves to ``None`` once the ack arrives and ``check(value)`` finds nothing wrong,
-        and fails with what ``check`` returns, with :class:`NotConnectedError` when the
-        connection is lost first, or :class:`PublishError` after ``timeout`` seconds (also
-        when ``mid`` is already in use). Cancelling it forgets ``mid``.
+        and fails with what ``check`` returns, or as :meth:`wait` raises. Cancelling it
+        forgets ``mid``.
         """
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        if mid in self._pending:
-            done.set_exception(
-                PublishError(f"message id {mid} is still in use: too many outstanding calls"))
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            ack = self._register(mid, what)
+        except PublishError as exc:
+            done.set_exception(exc)
             return done
-        ack: asyncio.Future[Any] = loop.create_future()
-        self._pending[mid] = ack
-        if mid in self._kept:
-            ack.set_result(self._kept.pop(mid))
-        timer = loop.call_later(self.timeout, _expire, ack, what, self.timeout)
 
         def settle(f: asyncio.Future[Any]) -> None:
-            timer.cancel()
-            if self._pending.get(mid) is f:
-                del self._pending[mid]
             if done.done():
                 return
             if f.cancelled():
