@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shlex
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,20 +21,21 @@ UNITS = ROOT / "deploy" / "systemd"
 VENV_BIN = "/opt/edge-runtime/venv/bin/edge-runtime"
 
 
+def _run_unit() -> Any:
+    """deploy/arm/run_unit.py (a script the arm64 check runs in the rootfs): its unit parser."""
+    spec = importlib.util.spec_from_file_location("run_unit", ROOT / "deploy/arm/run_unit.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def parse_unit(path: Path) -> dict[str, list[str]]:
-    """``Key`` -> every value it is given (continuation lines joined)."""
+    """``Key`` -> every value it is given (continuation lines joined; ``%i`` left as is)."""
     entries: dict[str, list[str]] = {}
-    logical = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not logical and (not line or line.startswith(("#", ";", "["))):
-            continue
-        if line.endswith("\\"):
-            logical += line[:-1] + " "
-            continue
-        key, _, value = (logical + line).partition("=")
-        entries.setdefault(key.strip(), []).append(value.strip())
-        logical = ""
+    for key, value in _run_unit().parse(path, "%i"):
+        entries.setdefault(key, []).append(value)
     return entries
 
 
