@@ -22,6 +22,15 @@ spec:
 """
 
 
+def mqtt_component(url: str, client_id: str) -> str:
+    """A ``pubsub.mqtt`` component named ``mqtt`` on the broker at ``url``."""
+    return (
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: mqtt}\nspec:\n"
+        "  type: pubsub.mqtt\n  version: v1\n  metadata:\n"
+        f'  - {{name: url, value: "{url}"}}\n  - {{name: consumerID, value: {client_id}}}\n'
+    )
+
+
 def start(workdir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], int, float]:
     """Spawn ``edge-runtime run`` in ``workdir``; (process, http port, seconds to healthy)."""
     res = workdir / "components"

@@ -15,7 +15,6 @@ import json
 import statistics
 import sys
 import tempfile
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import httpx
 import paho.mqtt.client as mqtt
 
 from bench._httpload import Poster
+from bench._sidecar import mqtt_component
 from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.support.mosquitto import Mosquitto
 
@@ -67,19 +67,7 @@ async def sidecars(
     for name, extra in (("sub", ["--app-port", str(app_port)]), ("pub", [])):
         res = work / name / "components"
         res.mkdir(parents=True)
-        (res / "mqtt.yaml").write_text(
-            textwrap.dedent(f"""
-            apiVersion: dapr.io/v1alpha1
-            kind: Component
-            metadata: {{name: mqtt}}
-            spec:
-              type: pubsub.mqtt
-              version: v1
-              metadata:
-              - {{name: url, value: "{broker.url}"}}
-              - {{name: consumerID, value: lat-{name}}}
-        """)
-        )
+        (res / "mqtt.yaml").write_text(mqtt_component(broker.url, f"lat-{name}"))
         procs.append(
             await asyncio.create_subprocess_exec(
                 sys.executable,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._sidecar import start
+from bench._sidecar import mqtt_component, start
 from tests.support.mosquitto import Mosquitto
 
 PAYLOAD = json.dumps({"sensor": "t1", "celsius": 21.5, "pad": "x" * 150})
@@ -150,19 +150,7 @@ def main() -> None:
         sub.stdout.readline()
         comp = work / "sidecar"
         (comp / "components").mkdir(parents=True)
-        (comp / "components" / "mqtt.yaml").write_text(
-            textwrap.dedent(f"""
-            apiVersion: dapr.io/v1alpha1
-            kind: Component
-            metadata: {{name: mqtt}}
-            spec:
-              type: pubsub.mqtt
-              version: v1
-              metadata:
-              - {{name: url, value: "{broker.url}"}}
-              - {{name: consumerID, value: bench-sidecar}}
-        """)
-        )
+        (comp / "components" / "mqtt.yaml").write_text(mqtt_component(broker.url, "bench-sidecar"))
         try:
             # The baseline counted like ours: arrivals at the subscriber over the run plus the
             # time the subscriber needs to catch up (not the publisher's ack rate, which
