@@ -86,6 +86,7 @@ bench: $(VENV)/.installed-test
 	$(PY) -m bench.startup_bench
 	$(PY) -m bench.invoke_bench
 	$(PY) -m bench.gpio_bench
+	$(PY) -m bench.serial_bench
 	$(PY) -m bench.cloud_bench
 
 # The suite on emulated aarch64: a Debian arm64 rootfs (debootstrap + qemu-user-static, cached

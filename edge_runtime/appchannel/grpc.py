@@ -139,6 +139,7 @@ class GrpcAppChannel:
         self._alpha = appcallback_pb2_grpc.AppCallbackAlphaStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = appcallback_pb2_grpc.AppCallbackHealthCheckStub(self._channel)  # type: ignore[no-untyped-call]
         self._bindings: frozenset[str] | None = None
+        self._bulk_rpc = 0  # the first bulk RPC worth trying (the ones before: UNIMPLEMENTED)
         self._closed = False
 
     async def close(self) -> None:
@@ -220,12 +221,16 @@ class GrpcAppChannel:
         its outcome (unknown values RETRY). ``None`` when the app implements neither: the
         caller delivers the entries one by one. Raises :class:`AppCallError` for another
         error status and :class:`AppUnavailableError`."""
-        for rpc, name in ((self._app.OnBulkTopicEvent, "OnBulkTopicEvent"),
-                          (self._alpha.OnBulkTopicEventAlpha1, "OnBulkTopicEventAlpha1")):
+        candidates = ((self._app.OnBulkTopicEvent, "OnBulkTopicEvent"),
+                      (self._alpha.OnBulkTopicEventAlpha1, "OnBulkTopicEventAlpha1"))
+        # Which one the app has is learnt once, not probed again on every batch.
+        for index in range(self._bulk_rpc, len(candidates)):
+            rpc, name = candidates[index]
             try:
                 reply = await self._call(rpc, request, name, metadata)
             except AppCallError as exc:
                 if exc.grpc_code is _C.UNIMPLEMENTED:
+                    self._bulk_rpc = index + 1
                     continue
                 raise
             return {s.entry_id: _outcome(s.status, f"bulk entry {s.entry_id}")
@@ -270,13 +275,17 @@ class GrpcAppChannel:
     # ------------------------------------------------------------------ input bindings
     async def accepts_binding(self, name: str, route: str = "") -> bool:  # noqa: ARG002
         """Whether ``name`` is in the app's ``ListInputBindings`` (asked once, then cached;
-        UNIMPLEMENTED or another error status: the app takes none). ``route`` is HTTP's and
-        not used. Raises :class:`AppUnavailableError` (nothing is cached then)."""
+        UNIMPLEMENTED: the app takes none). ``route`` is HTTP's and not used. Raises
+        :class:`AppUnavailableError` for transport failures and for any other error status
+        (nothing is cached then: the next event asks again)."""
         if self._bindings is None:
             try:
                 reply = await self._call(self._app.ListInputBindings, empty_pb2.Empty(),
                                          "ListInputBindings")
             except AppCallError as exc:
+                if exc.grpc_code is not _C.UNIMPLEMENTED:
+                    log.warning("%s: will ask again", exc)
+                    raise AppUnavailableError(str(exc)) from exc
                 log.info("%s: the app takes no input bindings", exc)
                 self._bindings = frozenset()
             else:

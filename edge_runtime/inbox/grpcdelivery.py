@@ -132,21 +132,26 @@ def event_metadata(sub: Subscription, row: InboxRow, envelope: Mapping[str, Any]
     return md
 
 
+def _cloudevent_fields(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """The CloudEvent fields ``TopicEventRequest`` and ``TopicEventCERequest`` share."""
+    return {
+        "id": _text(envelope, "id"),
+        "source": _text(envelope, "source"),
+        "type": _text(envelope, "type"),
+        "spec_version": _text(envelope, "specversion"),
+        "data_content_type": _text(envelope, "datacontenttype"),
+        "data": event_data(envelope),
+        "extensions": extensions(envelope),
+    }
+
+
 def topic_event_request(
     sub: Subscription, row: InboxRow, envelope: Mapping[str, Any], path: str
 ) -> Any:
     """The ``TopicEventRequest`` for ``row`` routed to ``path`` (module docstring)."""
     return appcallback_pb2.TopicEventRequest(
-        id=_text(envelope, "id"),
-        source=_text(envelope, "source"),
-        type=_text(envelope, "type"),
-        spec_version=_text(envelope, "specversion"),
-        data_content_type=_text(envelope, "datacontenttype"),
-        data=event_data(envelope),
-        topic=row.topic,
-        pubsub_name=sub.pubsub_name,
+        **_cloudevent_fields(envelope), topic=row.topic, pubsub_name=sub.pubsub_name,
         path=path,
-        extensions=extensions(envelope),
     )
 
 
@@ -156,15 +161,7 @@ def _bulk_entry(sub: Subscription, row: InboxRow, envelope: Mapping[str, Any]) -
             entry_id=str(row.seq), bytes=row.data, content_type="application/octet-stream",
             metadata=dict(row.metadata),
         )
-    event = appcallback_pb2.TopicEventCERequest(
-        id=_text(envelope, "id"),
-        source=_text(envelope, "source"),
-        type=_text(envelope, "type"),
-        spec_version=_text(envelope, "specversion"),
-        data_content_type=_text(envelope, "datacontenttype"),
-        data=event_data(envelope),
-        extensions=extensions(envelope),
-    )
+    event = appcallback_pb2.TopicEventCERequest(**_cloudevent_fields(envelope))
     return appcallback_pb2.TopicEventBulkRequestEntry(
         entry_id=str(row.seq), cloud_event=event, content_type=_CLOUDEVENTS_JSON,
         metadata=dict(row.metadata),

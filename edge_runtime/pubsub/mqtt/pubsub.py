@@ -81,6 +81,7 @@ class MqttPubSub:
         )
         self._subs: dict[str, _Subscription] = {}
         self._valid_topics: set[str] = set()
+        self._unrouted_warned: set[str] = set()
         self._handling: set[asyncio.Task[None]] = set()
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
@@ -216,10 +217,7 @@ class MqttPubSub:
             await self.client.unsubscribe(sub.mqtt_filter)
 
     def _find(self, topic: str) -> _Subscription | None:
-        exact = next(
-            (s for s in self._subs.values() if topics.split_shared(s.mqtt_filter)[1] == topic),
-            None,
-        )
+        exact = self._subs.get(topic)  # keyed by the subscription's topic (its filter unshared)
         if exact is not None:
             return exact
         return next((s for s in self._subs.values() if topics.matches(s.mqtt_filter, topic)),
@@ -232,8 +230,14 @@ class MqttPubSub:
         sub = self._find(message.topic)
         if sub is None:
             M.MQTT_MESSAGES_UNROUTED.labels(self.name).inc()
-            log.debug("pubsub %s: no subscription matches %r; not acknowledged (redelivered"
-                      " after a reconnect)", self.name, message.topic)
+            # A warning once per topic (a persistent session may replay many), then debug: each
+            # holds a slot of the broker's in-flight window until a handler takes it.
+            first = message.topic not in self._unrouted_warned and len(self._unrouted_warned) < 256
+            if first:
+                self._unrouted_warned.add(message.topic)
+            log.log(logging.WARNING if first else logging.DEBUG,
+                    "pubsub %s: no subscription matches %r; not acknowledged (redelivered"
+                    " after a reconnect, once a handler exists)", self.name, message.topic)
             return
         task = asyncio.create_task(self._handle(sub, message),
                                    name=f"mqtt[{self.name}] handle {message.topic}")
