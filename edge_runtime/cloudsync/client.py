@@ -32,6 +32,7 @@ from edge_runtime.cloudsync.hlc import HLC
 from edge_runtime.cloudsync.protocol import sync_pb2, sync_pb2_grpc
 from edge_runtime.cloudsync.sources import Pending, Source
 from edge_runtime.cloudsync.status import SyncStatus
+from edge_runtime.errors import StorageFullError
 from edge_runtime.observability.metrics import (
     CLOUDSYNC_ACKED as ACKED,
 )
@@ -42,6 +43,7 @@ from edge_runtime.observability.metrics import (
     CLOUDSYNC_SENT as SENT,
 )
 from edge_runtime.pubsub.mqtt.backoff import Backoff
+from edge_runtime.support.sqlitedb import DBError
 
 __all__ = ["Credentials", "SyncClient"]
 
@@ -179,6 +181,11 @@ class SyncClient:
                     self.status.last_error = str(exc)
                 except (OSError, ValueError) as exc:
                     reason = "error"
+                    self.status.last_error = str(exc)
+                except (StorageFullError, DBError) as exc:
+                    # The device's own storage (desired state, the change-log, the outbox):
+                    # the stream ends and the next attempt may find room again.
+                    reason = "storage"
                     self.status.last_error = str(exc)
                 if self.status.connected:
                     log.warning("cloud sync stream to %s ended: %s", self.endpoint,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edge_runtime.pubsub.mqtt import topics as mqtt_topics
+
 __all__ = ["TopicFilters", "validate"]
 
 
@@ -17,21 +19,8 @@ def validate(text: str) -> str:
     levels = text.split("/")
     if len(levels) < 2 or not levels[0] or not text.strip():
         raise ValueError(f"a cloud topic filter is <pubsub>/<topic filter>, got {text!r}")
-    for i, level in enumerate(levels):
-        if "#" in level and (level != "#" or i != len(levels) - 1):
-            raise ValueError(f"'#' must be the whole last level of a filter: {text!r}")
-        if "+" in level and level != "+":
-            raise ValueError(f"'+' must be a whole level of a filter: {text!r}")
+    mqtt_topics.validate_filter(text)
     return text
-
-
-def _match(flt: Sequence[str], name: Sequence[str]) -> bool:
-    for i, f in enumerate(flt):
-        if f == "#":
-            return True
-        if i >= len(name) or (f != "+" and f != name[i]):
-            return False
-    return len(flt) == len(name)
 
 
 class TopicFilters:
@@ -39,17 +28,16 @@ class TopicFilters:
 
     def __init__(self, filters: Sequence[str]) -> None:
         self.filters = tuple(validate(f) for f in filters)
-        self._split = [f.split("/") for f in self.filters]
 
     def __bool__(self) -> bool:
         return bool(self.filters)
 
     def matches(self, pubsub: str, topic: str) -> bool:
         """Whether events of ``topic`` on ``pubsub`` are sent to the cloud."""
-        name = [pubsub, *topic.split("/")]
-        return any(_match(f, name) for f in self._split)
+        name = f"{pubsub}/{topic}"
+        return any(mqtt_topics.matches(f, name) for f in self.filters)
 
     def pubsubs(self) -> set[str] | None:
         """The pubsub names the filters can match (``None``: any, a ``+``/``#`` first level)."""
-        firsts = {f[0] for f in self._split}
+        firsts = {f.split("/", 1)[0] for f in self.filters}
         return None if firsts & {"+", "#"} else firsts

@@ -27,7 +27,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -203,7 +203,11 @@ class Outbox:
         """
         plans = [(self, items)]
         if self.tee is not None:
-            plans += [(o, more) for o, more in self.tee(items) if more and o.db is self.db]
+            for other, more in self.tee(items):
+                if other.db is not self.db:  # one transaction: the copies must share the file
+                    raise ValueError(f"outbox {other.relay} is not in {self.relay}'s database")
+                if more:
+                    plans.append((other, more))
         reserved: list[tuple[Outbox, Sequence[Item], int, tuple[int, int]]] = []
         try:
             for outbox, batch in plans:
@@ -219,7 +223,7 @@ class Outbox:
 
         try:
             results = await self.db.write(
-                unit, size=sum(r[2] for r in reserved), durable=self.durable)
+                unit, size=sum(r[2] for r in reserved), durable=_strictest(o for o, _ in plans))
         except BaseException:
             for outbox, batch, size, _ in reserved:
                 outbox._unreserve(len(batch), size)
@@ -326,3 +330,12 @@ class Outbox:
         n, size = await self.db.write(delete, durable=False)
         self.count -= n
         self.bytes -= size
+
+
+def _strictest(outboxes: Iterable[Outbox]) -> bool | None:
+    """The durability of a commit holding rows of several outboxes: fsynced when any asks
+    for it, left to the database's setting when any does, unsynced only when all say so."""
+    settings = [o.durable for o in outboxes]
+    if True in settings:
+        return True
+    return None if None in settings else False

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 
 from edge_runtime.pubsub import Feature, Handler, Message, NotConnectedError, Received
+from edge_runtime.pubsub.mqtt import topics
 from edge_runtime.registry import ComponentContext
 
 log = logging.getLogger(__name__)
@@ -21,23 +22,7 @@ log = logging.getLogger(__name__)
 _MAX_DELAY_S = 5.0
 
 
-def matches(topic_filter: str, topic: str) -> bool:
-    """MQTT filter matching (``$share/<group>/`` prefixes are ignored here)."""
-    if topic_filter.startswith("$share/"):
-        topic_filter = topic_filter.split("/", 2)[2] if topic_filter.count("/") >= 2 else ""
-    f_parts, t_parts = topic_filter.split("/"), topic.split("/")
-    for i, part in enumerate(f_parts):
-        if part == "#":
-            return not (i == 0 and topic.startswith("$"))
-        if i >= len(t_parts):
-            return False
-        if part == "+":
-            if i == 0 and topic.startswith("$"):
-                return False
-            continue
-        if part != t_parts[i]:
-            return False
-    return len(f_parts) == len(t_parts)
+matches = topics.matches  # one MQTT matcher (paho-free module)
 
 
 class MemoryPubSub:

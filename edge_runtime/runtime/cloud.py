@@ -10,6 +10,7 @@ when it starts its client.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,10 +22,11 @@ from edge_runtime.cloudsync.hlc import HLC
 from edge_runtime.cloudsync.sources import ChangeLogSource, OutboxSource, Source
 from edge_runtime.cloudsync.status import StreamInfo
 from edge_runtime.cloudsync.topics import TopicFilters
+from edge_runtime.errors import StorageFullError
 from edge_runtime.outbox.store import Item, Outbox
 from edge_runtime.runtime.build import StartError
 from edge_runtime.runtime.compstore import CompStore
-from edge_runtime.support.sqlitedb import Database
+from edge_runtime.support.sqlitedb import Database, DBError
 
 __all__ = ["CLOUD_RELAY", "start_cloud_sync"]
 
@@ -35,10 +37,14 @@ CLOUD_RELAY = "cloud"
 
 def _tee(pubsub: str, filters: TopicFilters, cloud: Outbox, hlc: HLC) -> Any:
     def copies(items: Sequence[Item]) -> list[tuple[Outbox, list[Item]]]:
-        chosen = [
-            Item(f"{pubsub}/{i.topic}", i.payload, {"hlc": str(hlc.now())})
-            for i in items if filters.matches(pubsub, i.topic)
-        ]
+        try:
+            chosen = [
+                Item(f"{pubsub}/{i.topic}", i.payload, {"hlc": str(hlc.now())})
+                for i in items if filters.matches(pubsub, i.topic)
+            ]
+        except OSError as exc:  # the clock could not persist its lease: nothing is written
+            kind = StorageFullError if exc.errno == errno.ENOSPC else DBError
+            raise kind(f"cloud sync clock: cannot persist its lease: {exc}") from exc
         return [(cloud, chosen)] if chosen else []
 
     return copies

@@ -21,6 +21,7 @@ from edge_runtime.cloudsync.sources import (
 )
 from edge_runtime.cloudsync.topics import TopicFilters
 from edge_runtime.outbox.store import Item, Outbox, OutboxFullError, OutboxLimits, open_database
+from edge_runtime.runtime.cloud import _tee
 from edge_runtime.state import DeleteRequest, ETagMismatchError, SetRequest
 from edge_runtime.state.keys import KeyPrefix
 from edge_runtime.state.sqlite import store as sqlite_store
@@ -122,14 +123,12 @@ async def test_events_go_to_the_cloud_outbox_in_the_publish_transaction(tmp_path
         await broker.open()
         await cloud.open()
         filters = TopicFilters(["p/sensors/#"])
-        broker.tee = lambda items: [(cloud, [
-            Item(f"p/{i.topic}", i.payload, {"hlc": "7"}) for i in items
-            if filters.matches("p", i.topic)])]
+        broker.tee = _tee("p", filters, cloud, HLC(wall=lambda: 0.007))  # the runtime's own
         await broker.append([Item("sensors/a", b'{"id":"e1","data":1}'), Item("other", b"{}")])
         assert (broker.count, cloud.count) == (2, 1)
         [event] = await OutboxSource(cloud).claim(0, 10)
         assert (event.kind, event.target, event.key, event.hlc) == (KIND_EVENT, "p/sensors/a",
-                                                                   "e1", 7)
+                                                                   "e1", pack(7, 0))
         assert cbor2.loads(event.payload) == {"id": "e1", "data": 1}
         await broker.append([Item("sensors/b", b"raw bytes")])
         # The cloud outbox is full: the publish fails whole, nothing is half-written.

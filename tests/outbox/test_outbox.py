@@ -279,3 +279,24 @@ async def test_relay_rate_limit(db: Database) -> None:
         assert time.monotonic() - start >= 0.4
     finally:
         await relay.stop()
+
+
+async def test_a_tee_commits_as_durably_as_its_strictest_outbox(db: Database) -> None:
+    seen: list[int] = []
+    real = db.write
+
+    async def spy(fn, *, size=0, durable=None):  # type: ignore[no-untyped-def]
+        def unit(conn):  # type: ignore[no-untyped-def]
+            seen.append(conn.execute("PRAGMA synchronous").fetchone()[0])
+            return fn(conn)
+
+        return await real(unit, size=size, durable=durable)
+
+    loose = await make(db, durable=False)
+    strict = Outbox(db, "cloud", durable=True)
+    await strict.open()
+    loose.tee = lambda items: [(strict, list(items))]
+    db.write = spy  # type: ignore[method-assign]
+    await loose.append([Item("t", b"a")])
+    assert seen == [2]  # FULL: the copy's outbox asks for an fsync
+    assert [r.payload for r in await strict.claim(0, 10)] == [b"a"]

@@ -3,9 +3,26 @@
 Modules: ``pubsub`` (the component), ``client`` (paho on the event loop; the only paho
 importer), ``supervisor`` (reconnects), ``acks`` (futures per message id), ``window``
 (in-flight limit), ``backoff`` (jitter, takeover detection), ``topics`` (filters), ``metadata``.
+
+The package's names are loaded on first use, so the pure modules (``topics``, ``backoff``) can
+be imported without paho (cloud sync and the in-memory broker use them).
 """
 
-from edge_runtime.pubsub.mqtt.metadata import MqttMetadata
-from edge_runtime.pubsub.mqtt.pubsub import MqttPubSub, create
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_runtime.pubsub.mqtt.metadata import MqttMetadata
+    from edge_runtime.pubsub.mqtt.pubsub import MqttPubSub, create
 
 __all__ = ["MqttMetadata", "MqttPubSub", "create"]
+
+_WHERE = {"MqttMetadata": "metadata", "MqttPubSub": "pubsub", "create": "pubsub"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
