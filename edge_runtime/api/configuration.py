@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 
 from edge_runtime import errors as E
 from edge_runtime.errors import APIError
+from edge_runtime.observability.metrics import CONFIGURATION_UPDATES_LOST
 
 __all__ = ["ConfigItem", "ConfigurationStore", "Configurations", "Subscription", "update_json"]
 
@@ -145,7 +146,8 @@ class Configurations:
                 try:
                     await self.post_to_app(f"configuration/{sub.store}/{key}",
                                            update_json(sub.id, {key: item}))
-                except Exception as exc:  # noqa: BLE001 - logged; daprd does not retry either
+                except Exception as exc:  # noqa: BLE001 - counted; daprd does not retry either
+                    CONFIGURATION_UPDATES_LOST.labels(sub.store).inc()
                     log.warning("configuration update of %s/%s to the app failed: %s",
                                 sub.store, key, exc)
 

@@ -384,15 +384,13 @@ class SyncClient:
         while True:
             source, seq, _ = await self._acks.get()
             try:
-                before = await source.backlog()
-                await source.ack(seq)
-                after = await source.backlog()
+                deleted = await source.ack(seq)
             except Exception:
                 log.exception("cloud sync: deleting acknowledged rows of %s failed (they are"
                               " resent and skipped by the cloud)", source.stream)
                 continue
-            ACKED.labels(source.stream).inc(max(0, before - after))
-            self.status.acked_records += max(0, before - after)
+            ACKED.labels(source.stream).inc(deleted)
+            self.status.acked_records += deleted
             self.status.last_ack = time.time()
             if self._acks.empty():
                 await self.refresh_backlog()

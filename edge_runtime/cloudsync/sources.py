@@ -89,8 +89,8 @@ class Source(Protocol):
         """Up to ``limit`` records with ``seq > after``, in order."""
         ...
 
-    async def ack(self, upto: int) -> None:
-        """Delete every record with ``seq <= upto`` (the cloud has applied them)."""
+    async def ack(self, upto: int) -> int:
+        """Delete every record with ``seq <= upto`` (the cloud has applied them); how many."""
         ...
 
     async def backlog(self) -> int:
@@ -134,16 +134,19 @@ class ChangeLogSource:
                                    b""))
         return out
 
-    async def ack(self, upto: int) -> None:
+    async def ack(self, upto: int) -> int:
         """See :class:`Source`. Not fsynced: a lost delete only means a resend, which the
         cloud skips as a replay."""
+        total = 0
         while True:
             def delete(conn: sqlite3.Connection) -> int:
                 return int(conn.execute(self._sql_delete,
                                         (self.store, upto, _DELETE_CHUNK)).rowcount)
 
-            if await self.db.write(delete, durable=False) < _DELETE_CHUNK:
-                return
+            n = await self.db.write(delete, durable=False)
+            total += n
+            if n < _DELETE_CHUNK:
+                return total
 
     async def backlog(self) -> int:
         """See :class:`Source`."""
@@ -168,13 +171,9 @@ class OutboxSource:
         the record of what happened, not a subscriber waiting for it."""
         return [_event(row) for row in await self.outbox.claim(after, limit)]
 
-    async def ack(self, upto: int) -> None:
+    async def ack(self, upto: int) -> int:
         """See :class:`Source`."""
-        while True:
-            rows = [r for r in await self.outbox.claim(0, _DELETE_CHUNK) if r.seq <= upto]
-            if not rows:
-                return
-            await self.outbox.ack(rows)
+        return await self.outbox.ack_upto(upto)
 
     async def backlog(self) -> int:
         """See :class:`Source`."""

@@ -372,3 +372,10 @@ CLOUDSYNC_RECONNECTS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+CONFIGURATION_UPDATES_LOST = Counter(
+    "edge_runtime_configuration_updates_lost",
+    "Configuration updates the app's subscription endpoint did not take (not retried, as in"
+    " daprd), by store.",
+    ["store"],
+    registry=REGISTRY,
+)

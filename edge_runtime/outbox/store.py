@@ -307,10 +307,11 @@ class Outbox:
 
         return await self.db.read(read)
 
-    async def ack(self, rows: Sequence[Row]) -> None:
-        """Delete delivered (or expired) rows. A lost delete only means a resend."""
+    async def ack(self, rows: Sequence[Row]) -> int:
+        """Delete delivered (or expired) rows; how many were still there. A lost delete only
+        means a resend."""
         if not rows:
-            return
+            return 0
         seqs = [r.seq for r in rows]
 
         def delete(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -325,11 +326,29 @@ class Outbox:
                     n, size = n + 1, size + s
             return n, size
 
+        return await self._delete(delete)
+
+    async def ack_upto(self, seq: int) -> int:
+        """Delete every row with a sequence number up to ``seq`` (a peer acknowledged them
+        cumulatively); how many there were."""
+        def delete(conn: sqlite3.Connection) -> tuple[int, int]:
+            self._maybe_checkpoint(conn)
+            n = size = 0
+            for (s,) in conn.execute(
+                f'DELETE FROM "{self.table}" WHERE seq <= ? RETURNING size', (seq,)
+            ):
+                n, size = n + 1, size + s
+            return n, size
+
+        return await self._delete(delete)
+
+    async def _delete(self, unit: Callable[[sqlite3.Connection], tuple[int, int]]) -> int:
         # Rows already dropped (dropOldest) are not counted twice.
         # No fsync needed: a delete lost in a power cut only means a resend (at least once).
-        n, size = await self.db.write(delete, durable=False)
+        n, size = await self.db.write(unit, durable=False)
         self.count -= n
         self.bytes -= size
+        return n
 
 
 def _strictest(outboxes: Iterable[Outbox]) -> bool | None:

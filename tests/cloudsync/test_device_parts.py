@@ -137,7 +137,7 @@ async def test_events_go_to_the_cloud_outbox_in_the_publish_transaction(tmp_path
         assert (broker.count, cloud.count) == (3, 2)
         [_, raw] = await OutboxSource(cloud).claim(0, 10)
         assert cbor2.loads(raw.payload) == b"raw bytes"
-        await OutboxSource(cloud).ack(raw.seq)
+        assert await OutboxSource(cloud).ack(raw.seq) == 2  # cumulative: both rows
         assert cloud.count == 0
     finally:
         await db.close()
