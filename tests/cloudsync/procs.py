@@ -7,18 +7,19 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.support.sidecar import ManagedProcess
+
 API_TOKEN = "cloud-api-token"
 DEVICE_TOKEN = "device-token"
 
 
-class Cloud:
+class Cloud(ManagedProcess):
     """One ``edge-runtime cloud serve`` process with its SQLite store under ``root`` (or the
     store ``store``, a URL, e.g. a PostgreSQL DSN several servers share)."""
 
@@ -71,20 +72,6 @@ class Cloud:
             self.grpc_port = self.ports["grpc"]
             return self
         raise AssertionError(f"the cloud did not start:\n{self.log.read_text()}")
-
-    async def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 20)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
     async def get(self, path: str, **kw: Any) -> httpx.Response:
         async with httpx.AsyncClient(timeout=10) as c:

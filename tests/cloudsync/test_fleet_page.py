@@ -17,6 +17,7 @@ import pytest
 
 from tests.cloudsync.procs import API_TOKEN, Cloud, device_resources, eventually
 from tests.invocation.procs import Sidecar
+from tests.support.sidecar import ManagedProcess, stopped_at_the_end
 
 pytestmark = pytest.mark.slow
 
@@ -24,11 +25,9 @@ TEMPS = [21.5, 22.0, 23.25, 22.75, 24.5]  # the last one is no whole number: JS 
 
 
 @pytest.fixture
-async def procs() -> AsyncIterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for p in reversed(started):
-        await p.stop()
+async def procs() -> AsyncIterator[list[ManagedProcess]]:
+    async for started in stopped_at_the_end():
+        yield started
 
 
 async def _device_with_history(tmp_path: Path, procs: list[Any]) -> Cloud:

@@ -21,16 +21,15 @@ import pytest
 
 from tests.cloudsync.procs import API_TOKEN, Cloud, device_resources, eventually
 from tests.invocation.procs import Sidecar, free_port
+from tests.support.sidecar import ManagedProcess, stopped_at_the_end
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-async def procs() -> AsyncIterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for p in reversed(started):
-        await p.stop()
+async def procs() -> AsyncIterator[list[ManagedProcess]]:
+    async for started in stopped_at_the_end():
+        yield started
 
 
 async def _meta(side: Sidecar) -> dict[str, str]:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.cloudsync.procs import Cloud, device_resources, eventually
 from tests.invocation.procs import Sidecar
+from tests.support.sidecar import ManagedProcess, stopped_at_the_end
 
 pytestmark = pytest.mark.slow
 
@@ -24,11 +25,9 @@ SLACK = 50 + 50  # the token bucket's burst (batchSize) and one batch already on
 
 
 @pytest.fixture
-async def procs() -> AsyncIterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for p in reversed(started):
-        await p.stop()
+async def procs() -> AsyncIterator[list[ManagedProcess]]:
+    async for started in stopped_at_the_end():
+        yield started
 
 
 async def _records(cloud: Cloud) -> int:

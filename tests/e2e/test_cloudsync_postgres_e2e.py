@@ -14,6 +14,7 @@ from tests.cloudsync.procs import Cloud, device_resources, eventually
 from tests.e2e.test_cloudsync_e2e import _check_events, _check_state, _converged, _write
 from tests.invocation.procs import Sidecar
 from tests.support import postgres
+from tests.support.sidecar import ManagedProcess, stopped_at_the_end
 
 pytestmark = pytest.mark.slow
 
@@ -21,11 +22,9 @@ RATE = "  - {name: drainRateLimit, value: \"100\"}\n"  # ~4 s for 400 records: r
 
 
 @pytest.fixture
-async def procs() -> AsyncIterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for p in reversed(started):
-        await p.stop()
+async def procs() -> AsyncIterator[list[ManagedProcess]]:
+    async for started in stopped_at_the_end():
+        yield started
 
 
 async def test_a_device_switching_between_two_servers_on_one_database(

@@ -11,14 +11,44 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 
-class SidecarProcess:
+class ManagedProcess:
+    """A test's child process (``proc``), ended with :meth:`kill` or :meth:`stop`."""
+
+    proc: asyncio.subprocess.Process | None = None
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown work at all."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+            await self.proc.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 20)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def stopped_at_the_end() -> AsyncIterator[list[ManagedProcess]]:
+    """For a ``procs`` fixture: what the test appends is stopped afterwards, newest first."""
+    started: list[ManagedProcess] = []
+    yield started
+    for proc in reversed(started):
+        await proc.stop()
+
+
+class SidecarProcess(ManagedProcess):
     """One ``edge-runtime run`` process; ``start`` again after ``kill``/``stop`` restarts it on
     the same data dir (new ports)."""
 
@@ -96,22 +126,6 @@ class SidecarProcess:
     def client(self, port: str = "http", **kwargs: Any) -> httpx.AsyncClient:
         """A client for one of the sidecar's ports (``http`` or ``metrics``), relative URLs."""
         return httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.ports[port]}", **kwargs)
-
-    async def kill(self) -> None:
-        """SIGKILL: no shutdown work at all."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            await self.proc.wait()
-
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 20 s."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 20)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
     async def metric(self, name: str, labels: str = "") -> float:
         """A Prometheus sample from the sidecar's metrics port (0 when absent)."""
