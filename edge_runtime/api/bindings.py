@@ -2,7 +2,10 @@
 
 :meth:`OutputBindings.invoke` finds the binding (one whose ``direction`` allows output),
 checks the operation against the binding's list, calls it and turns every failure into
-``ERR_INVOKE_OUTPUT_BINDING`` (HTTP 500, gRPC INTERNAL) with daprd's messages:
+``ERR_INVOKE_OUTPUT_BINDING`` (HTTP 500, gRPC INTERNAL) with daprd's messages, except the
+storage refusals of a binding that publishes through an outbox, which are answered as a
+publish's are (DESIGN.md §5): a full outbox 429 ``ERR_PUBSUB_OUTBOX_FULL`` (counted in
+``edge_runtime_outbox_rejected``), a full disk 507 ``ERR_STORAGE_FULL``. daprd's messages:
 ``error invoking output binding X: couldn't find output binding X``, ``... binding X does not
 support operation Y. supported operations: a b``, ``... <the binding's message>``. Metadata a
 binding returns with a failure travels on the error as ``metadata.<key>`` headers, as daprd
@@ -20,8 +23,9 @@ from typing import Any
 
 from edge_runtime import errors as E
 from edge_runtime.bindings import BindingError, BindingResponse, OutputBinding
-from edge_runtime.errors import APIError
-from edge_runtime.observability.metrics import BINDING_INVOCATIONS
+from edge_runtime.errors import APIError, StorageFullError
+from edge_runtime.observability.metrics import BINDING_INVOCATIONS, OUTBOX_REJECTED
+from edge_runtime.outbox.store import OutboxFullError
 from edge_runtime.runtime.compstore import CompStore
 
 __all__ = ["OutputBindings", "go_json", "metadata_headers"]
@@ -89,6 +93,13 @@ class OutputBindings:
                                f" supported operations: {' '.join(supported)}")
         try:
             response = await binding.invoke(operation, data, metadata)
+        except OutboxFullError as exc:  # a binding that publishes through an outbox
+            BINDING_INVOCATIONS.labels(name, operation, "failure").inc()
+            OUTBOX_REJECTED.labels(f"binding:{name}").inc()
+            raise APIError(E.PUBSUB_OUTBOX_FULL, f"binding {name}: {exc}") from None
+        except StorageFullError as exc:
+            BINDING_INVOCATIONS.labels(name, operation, "failure").inc()
+            raise APIError(E.STORAGE_FULL, f"binding {name}: {exc}") from None
         except BindingError as exc:
             BINDING_INVOCATIONS.labels(name, operation, "failure").inc()
             log.debug("output binding %s %s failed: %s", name, operation, exc)

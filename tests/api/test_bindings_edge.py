@@ -264,3 +264,21 @@ async def test_mqtt_create_while_the_broker_is_down_is_published_when_it_is_back
                                 json={"operation": "create", "data": 1, "metadata": bad})
         assert r.status_code == 500
         assert message in r.json()["message"]
+
+
+async def test_mqtt_create_into_a_full_outbox_is_a_429_like_a_publish(
+    start_sidecar: StartSidecar, broker: Mosquitto
+) -> None:
+    uid = uuid.uuid4().hex[:8]
+    broker.stop()  # nothing drains: the second create finds the outbox full
+    yaml = mqtt_yaml(broker.url, f"{uid}/out", f"edge-{uid}", direction="output",
+                     maxMessages="1")
+    s: Sidecar = await start_sidecar(yaml)
+    r = await s.client.post("/v1.0/bindings/sensors", json={"operation": "create", "data": 1})
+    assert r.status_code == 204, r.text
+    r = await s.client.post("/v1.0/bindings/sensors", json={"operation": "create", "data": 2})
+    assert r.status_code == 429, r.text
+    assert r.json()["errorCode"] == "ERR_PUBSUB_OUTBOX_FULL"
+    [backlog] = [b for b in backlogs(s.data_dir) if b.relay == "binding_sensors"]
+    assert backlog.messages == 1  # what was accepted is untouched
+    broker.start()

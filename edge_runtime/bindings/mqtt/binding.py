@@ -33,8 +33,7 @@ from edge_runtime.bindings.contract import (
 from edge_runtime.bindings.mqtt.metadata import BindingSettings, MqttBindingMetadata, parse
 from edge_runtime.bindings.options import parse_options
 from edge_runtime.config.metadata import declare_metadata, parse_bool
-from edge_runtime.errors import StorageFullError
-from edge_runtime.outbox.store import Item, Outbox, OutboxFullError
+from edge_runtime.outbox.store import Item, Outbox
 from edge_runtime.pubsub import PubSub, PubSubError, Received
 from edge_runtime.pubsub.mqtt import MqttPubSub, topics
 from edge_runtime.registry import ComponentContext
@@ -167,9 +166,11 @@ class MqttBinding:
                                   f" false, got {md['retain']!r}") from None
         try:
             await outbox.append([Item(topic, bytes(data), options)])
-        except (OutboxFullError, StorageFullError, DBError) as exc:
+        except DBError as exc:
             raise InvokeError(f"binding {self.name}: the message was not stored: {exc}") \
                 from None
+        # OutboxFullError and StorageFullError go up as they are: the API answers them as it
+        # does for a publish (429, 507).
         return None
 
     def _check_open(self) -> None:
