@@ -270,8 +270,9 @@ BINDING_INVOCATIONS = Counter(
 )
 BINDING_EVENTS_NOT_STORED = Counter(
     "edge_runtime_binding_events_not_stored",
-    "Input binding events the inbox could not commit (the binding was told; a source that"
-    " cannot redeliver counts its own drop).",
+    "Failed attempts to commit an input binding event to the inbox (the binding was told;"
+    " a binding that retries counts each attempt, and one that cannot redeliver counts its"
+    " own drops, e.g. edge_runtime_gpio_events_lost).",
     ["binding"],
     registry=REGISTRY,
 )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,8 @@ from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import RuntimeView, Universal
 from edge_runtime.appchannel import AppUnavailableError, BindingTarget
 from edge_runtime.bindings import BindingError, InputBinding, InputHandler, PubsubRoute
-from edge_runtime.config.manifest import RawResource
 from edge_runtime.config.settings import Settings
-from edge_runtime.inbox.deliver import Deliverer
-from edge_runtime.inbox.resiliency import inbound_retry
+from edge_runtime.inbox.deliver import Deliverer, RetryLookup
 from edge_runtime.inbox.store import Inbox
 from edge_runtime.observability.metrics import BINDING_EVENTS_DECLINED, BINDING_EVENTS_NOT_STORED
 from edge_runtime.pubsub import Received
@@ -94,7 +92,7 @@ class BindingInputs:
         settings: Settings,
         components: CompStore,
         inbox: Inbox,
-        others: Sequence[RawResource],
+        retry: RetryLookup,
         *,
         channel: BindingTarget | None,
         publisher: Publisher,
@@ -107,12 +105,11 @@ class BindingInputs:
         self.channel = channel
         self.view = view
         self.path = settings.data_dir / FILE_NAME
-        retry, _problems = inbound_retry(others, settings.app_id)  # reported by subscriptions
         self._always = asyncio.Event()
         self._always.set()  # app targets join the deliverer only once the app is up
         self.deliverer: Deliverer[InputTarget] = Deliverer(
             inbox, BindingDelivery(channel, publisher, core), ready=self._always,
-            retry=retry.for_binding,
+            retry=retry,
         )
         self.targets: dict[str, InputTarget] = {}  # every input binding
         self.status: dict[str, str] = {}

@@ -163,8 +163,9 @@ class Runtime:
         self.view.components_ready = True
         self.core = Universal(self.view, components, self.request_shutdown)
         self.publisher = Publisher(self.view, components)
+        assert self.subscriptions.binding_retry is not None, "read by Subscriptions.open"
         self.binding_inputs = BindingInputs(
-            s, components, self.subscriptions.inbox, resources.others,
+            s, components, self.subscriptions.inbox, self.subscriptions.binding_retry,
             channel=self.subscriptions.channel, publisher=self.publisher, core=self.core,
             view=self.view,
         )

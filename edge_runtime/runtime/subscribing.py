@@ -67,6 +67,7 @@ class Subscriptions:
         self.deliverer: Deliverer[Subscription] | None = None
         self._subscribed: dict[tuple[str, str], Subscription] = {}
         self.retry: RetryLookup | None = None
+        self.binding_retry: RetryLookup | None = None
         # Streaming subscriptions by key (runtime/streaming.py); changes to them and to the
         # app's list are made under ``lock``.
         self.streams: dict[str, Subscription] = {}
@@ -84,6 +85,7 @@ class Subscriptions:
             raise SubscribeError("; ".join(str(p) for p in problems))
         self.declarative = declarative
         self.retry = retry.for_pubsub
+        self.binding_retry = retry.for_binding  # the same Resiliency documents, read once
         saved = load(self.settings.data_dir / FILE_NAME)
         self.active, notes = combine(declarative, saved)
         for note in notes:
