@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -254,3 +256,19 @@ class TestMetadata:
         text = str(info.value)
         assert where in text
         assert message in text
+
+
+def test_drops_inside_the_last_interval_are_logged_at_flush(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from edge_runtime.bindings.serial.report import DropReporter
+
+    now = [0.0]
+    reporter = DropReporter("port", interval=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="edge_runtime.bindings.serial"):
+        for _ in range(3):
+            reporter.report("garbled", 4, "a frame")
+        assert len(caplog.records) == 1  # the first at once, the next two held back
+        reporter.flush()
+    assert reporter.counts == {"garbled": 3}
+    assert "2 more garbled drop(s)" in caplog.records[-1].getMessage()

@@ -182,7 +182,9 @@ class GpioOutputs:
             if request is not self.outputs:
                 raise InvokeError(f"binding {self.name}: line {line.offset} is an input;"
                                   f" {operation} drives output lines only")
-            lock = self._locks.setdefault(line.offset, asyncio.Lock())
+            lock = self._locks.get(line.offset)
+            if lock is None:  # one per output line, made on first use
+                lock = self._locks[line.offset] = asyncio.Lock()
             if operation == "set":
                 value = self._value(md, required=True)
                 async with lock:

@@ -79,7 +79,9 @@ def open_chip(spec: str) -> KernelChip:
             continue
         except OSError:
             continue
-        if chip.get_info().label == spec:
+        with _translated(f"GPIO chip {path}"):
+            label = chip.get_info().label
+        if label == spec:
             return KernelChip(chip)
         chip.close()
     if denied:
@@ -136,7 +138,8 @@ class KernelChip:
 
     def __init__(self, chip: gpiod.Chip) -> None:
         self._chip = chip
-        info = chip.get_info()
+        with _translated(f"GPIO chip {chip.path}"):
+            info = chip.get_info()
         self.description = f"GPIO chip {chip.path} ({info.label}, {info.num_lines} lines)"
         self._requests: list[KernelRequest] = []
 
@@ -165,7 +168,8 @@ class KernelChip:
             raise GpioError(f"{self.description} refused lines {offsets}"
                             f" ({exc.strerror or exc}): is that bias or debounce supported?"
                             ) from None
-        named = tuple(Line(o, self._chip.get_line_info(o).name or "") for o in offsets)
+        with _translated(self.description):
+            named = tuple(Line(o, self._chip.get_line_info(o).name or "") for o in offsets)
         request = KernelRequest(req, named, config)
         self._requests.append(request)
         return request

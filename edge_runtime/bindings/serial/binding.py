@@ -129,6 +129,7 @@ class SerialBinding:
         if self._closed:
             return
         await self.stop()
+        self.reporter.flush()
         self._closed = True
         if self._connector is not None:
             self._connector.cancel()

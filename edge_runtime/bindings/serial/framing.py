@@ -206,6 +206,15 @@ class LengthDecoder:
         return []
 
 
+def _whole_pieces(buf: bytearray, data: bytes, size: int) -> Output:
+    """Append ``data`` to ``buf`` and take every whole ``size``-byte piece off its front."""
+    buf += data
+    whole = len(buf) - len(buf) % size
+    out: Output = [bytes(buf[i:i + size]) for i in range(0, whole, size)]
+    del buf[:whole]
+    return out
+
+
 class FixedDecoder:
     """``fixed`` framing: every frame is ``size`` bytes."""
 
@@ -222,12 +231,7 @@ class FixedDecoder:
 
     def feed(self, data: bytes) -> Output:
         """See :class:`Decoder`."""
-        buf, size = self._buf, self.size
-        buf += data
-        whole = len(buf) - len(buf) % size
-        out: Output = [bytes(buf[i:i + size]) for i in range(0, whole, size)]
-        del buf[:whole]
-        return out
+        return _whole_pieces(self._buf, data, self.size)
 
     def idle(self) -> Output:
         """An unfinished frame is dropped (so the next one starts in step)."""
@@ -257,12 +261,7 @@ class RawDecoder:
 
     def feed(self, data: bytes) -> Output:
         """See :class:`Decoder`: full ``max_frame`` pieces come out at once."""
-        buf, size = self._buf, self.max_frame
-        buf += data
-        whole = len(buf) - len(buf) % size
-        out: Output = [bytes(buf[i:i + size]) for i in range(0, whole, size)]
-        del buf[:whole]
-        return out
+        return _whole_pieces(self._buf, data, self.max_frame)
 
     def idle(self) -> Output:
         """What is held is a frame."""

@@ -4,7 +4,7 @@ Every drop is counted (``edge_runtime_serial_frames_dropped{binding, reason}``).
 drop of each reason is logged at once; later ones of that reason at most once per
 ``interval`` seconds, each such line saying how many were not logged since the last one. A
 line spewing garbage therefore costs one log line per reason per interval, and the counter
-keeps the exact total.
+keeps the exact total. :meth:`DropReporter.flush` logs what is left when the binding stops.
 """
 
 from __future__ import annotations
@@ -49,3 +49,12 @@ class DropReporter:
         log.warning("serial %s: dropped %s [%s, %d bytes]%s", self.name, detail, reason, size,
                     more)
         self._next[reason] = now + self.interval
+
+    def flush(self) -> None:
+        """Log the drops counted but not logged yet (call when the binding stops, so the end
+        of a burst inside the last interval gets its line too)."""
+        for reason, quiet in sorted(self._quiet.items()):
+            log.warning("serial %s: %d more %s drop(s) since the last report", self.name,
+                        quiet, reason)
+        self._quiet.clear()
+        self._next.clear()
