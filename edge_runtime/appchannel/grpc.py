@@ -40,6 +40,7 @@ from edge_runtime.appchannel import (
     InvokeResult,
     Outcome,
 )
+from edge_runtime.observability.metrics import APP_EVENTS_UNHANDLED
 from edge_runtime.subscriptions.fromgrpc import from_topic_subscriptions
 from edge_runtime.subscriptions.model import Subscription
 
@@ -206,6 +207,7 @@ class GrpcAppChannel:
             reply = await self._call(self._app.OnTopicEvent, request, "OnTopicEvent", metadata)
         except AppCallError as exc:
             if exc.grpc_code is _C.UNIMPLEMENTED:
+                APP_EVENTS_UNHANDLED.labels(request.pubsub_name).inc()
                 log.warning("the app answered UNIMPLEMENTED for event %s on %s/%s (path %r);"
                             " counted as processed", request.id, request.pubsub_name,
                             request.topic, request.path)

@@ -380,3 +380,10 @@ CONFIGURATION_UPDATES_LOST = Counter(
     ["store"],
     registry=REGISTRY,
 )
+APP_EVENTS_UNHANDLED = Counter(
+    "edge_runtime_app_events_unhandled",
+    "Events a gRPC app answered UNIMPLEMENTED: counted as processed (daprd's rule) and so"
+    " acknowledged without being handled, by pubsub.",
+    ["pubsub"],
+    registry=REGISTRY,
+)

@@ -163,6 +163,8 @@ async def test_reply_statuses(start_sidecar: StartSidecar) -> None:
         inbox = s.runtime.subscriptions.inbox  # type: ignore[union-attr]
         ghost = {"subscription": "mem|ghost", "outcome": "success"}
         ghosts = metrics.REGISTRY.get_sample_value("edge_runtime_inbox_delivered_total", ghost)
+        unhandled_before = metrics.REGISTRY.get_sample_value(
+            "edge_runtime_app_events_unhandled_total", {"pubsub": "mem"}) or 0
         for topic in ("flaky", "drops", "boom", "ghost"):
             r = await s.client.post(f"/v1.0/publish/mem/{topic}", json={"t": topic})
             assert r.status_code == 204
@@ -187,6 +189,9 @@ async def test_reply_statuses(start_sidecar: StartSidecar) -> None:
         assert await pending() == 0
         after = metrics.REGISTRY.get_sample_value("edge_runtime_inbox_delivered_total", ghost)
         assert (after or 0) == (ghosts or 0) + 1  # delivered once, answered UNIMPLEMENTED
+        unhandled = metrics.REGISTRY.get_sample_value("edge_runtime_app_events_unhandled_total",
+                                                      {"pubsub": "mem"})
+        assert (unhandled or 0) - unhandled_before == 1  # and counted as unhandled
         assert await inbox.deadletters() == []  # nothing parked locally
         assert events.count("drops") == 1
         assert events.count("flaky") == 3
