@@ -60,12 +60,23 @@ async def _write(side: Sidecar, n: int, *, start: int = 0) -> int:
     return records
 
 
-async def _converged(cloud: Cloud, device: str, records: int) -> dict[str, Any]:
+async def _converged(
+    cloud: Cloud, device: str, records: int, side: Sidecar | None = None
+) -> dict[str, Any]:
+    """The cloud's record of ``device`` once it holds ``records`` and, given the device's
+    sidecar, once that device has nothing left to send: a replay applied late would show."""
     async def done() -> dict[str, Any] | None:
         d = await cloud.device(device)
         return d if d is not None and d["records"] >= records else None
 
     d: dict[str, Any] = await eventually(done, 60)
+    if side is not None:
+        async def drained() -> bool:
+            m = await _meta(side)
+            return m["cloudsync.cloud.backlog"] == "0"
+
+        await eventually(drained, 60)
+        d = await done() or d
     return d
 
 
@@ -108,7 +119,7 @@ async def test_offline_device_converges_when_the_cloud_appears(
 
     procs.append(cloud)
     await cloud.start()
-    d = await _converged(cloud, "dev-1", records)
+    d = await _converged(cloud, "dev-1", records, side)
     assert d["records"] == records  # nothing applied twice
     await _check_state(cloud, "dev-1", 120)
     await _check_events(cloud, "dev-1", 120)
@@ -141,7 +152,7 @@ async def test_cloud_killed_mid_stream(tmp_path: Path, procs: list[Any]) -> None
     await cloud.kill()
     more = await _write(side, 60, start=400)  # written while the cloud is down
     await cloud.start()
-    d = await _converged(cloud, "dev-2", records + more)
+    d = await _converged(cloud, "dev-2", records + more, side)
     assert d["records"] == records + more
     await _check_state(cloud, "dev-2", 460)
     await _check_events(cloud, "dev-2", 460)
@@ -173,7 +184,7 @@ async def test_device_killed_mid_stream(tmp_path: Path, procs: list[Any]) -> Non
     await eventually(some_applied, every_s=0.02)
     await side.kill()
     await side.start()
-    d = await _converged(cloud, "dev-3", records)
+    d = await _converged(cloud, "dev-3", records, side)
     assert d["records"] == records
     await _check_state(cloud, "dev-3", 400)
     await _check_events(cloud, "dev-3", 400)

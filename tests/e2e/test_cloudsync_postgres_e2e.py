@@ -61,7 +61,7 @@ async def test_a_device_switching_between_two_servers_on_one_database(
     procs.append(side)
     await side.start()
     for cloud in (a, b):  # both servers see one device with everything, once
-        d = await _converged(cloud, "dev-pg", records + more)
+        d = await _converged(cloud, "dev-pg", records + more, side)
         assert d["records"] == records + more
         await _check_state(cloud, "dev-pg", 460)
         await _check_events(cloud, "dev-pg", 460)
