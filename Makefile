@@ -9,7 +9,7 @@ HTTP_PORT ?= 3500
 MOSQUITTO_PORT ?= 1883
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint typecheck unit bench system-deps test-tools venv clean test-arm
+.PHONY: faults run test lint typecheck unit bench system-deps test-tools venv clean test-arm
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -73,9 +73,14 @@ test-tools:
 	fi
 
 unit: $(VENV)/.installed-test system-deps test-tools
-	PATH="$$PATH:/usr/sbin" $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	PATH="$$PATH:/usr/sbin" $(VENV)/bin/pytest -q -m "not faults_long" $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The long fault scenarios of tests/faults (their short versions run in `make test`); each
+# prints its counts (runs, messages, lost, duplicated). See docs/reliability.md.
+faults: $(VENV)/.installed-test system-deps
+	PATH="$$PATH:/usr/sbin" $(VENV)/bin/pytest -q -s -m faults_long tests/faults $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test
 	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk; }
