@@ -1,12 +1,19 @@
 """Logging for journald and balena: one line per event, plain or JSON (``--log-as-json``).
 
 The JSON shape follows daprd's (``time``, ``level``, ``msg``, ``scope``, ``type``, ``app_id``,
-``ver``) so log pipelines written for daprd keep working.
+``ver``) so log pipelines written for daprd keep working; a record emitted while a request or
+event with a W3C ``traceparent`` is handled adds ``trace_id`` and ``span_id``
+(:mod:`~edge_runtime.observability.tracing`).
 
 Under systemd, when stderr is the journal's stream (``$JOURNAL_STREAM`` names its device and
-inode), every line starts with its syslog priority (``<3>`` error ... ``<7>`` debug), which
-journald stores as the entry's ``PRIORITY`` field (``journalctl -p warning`` then works), and
-the timestamp is left to journald.
+inode) and journald's socket exists (``/run/systemd/journal/socket``, or
+``$EDGE_RUNTIME_JOURNAL_SOCKET``), every record goes to journald over its native protocol, with
+structured fields (``PRIORITY``, ``CODE_*``, ``LOGGER``, ``EDGE_APP_ID``, ``TRACE_ID``, ...: see
+:mod:`~edge_runtime.observability.journal`); ``MESSAGE`` is the line the other modes write,
+without a timestamp (journald stamps entries), a traceback included. A record the socket refuses
+is written to stderr as a line starting with its syslog priority (``<3>`` error ... ``<7>``
+debug), which journald stores as ``PRIORITY``; that is also the whole behaviour when the journal
+stream is there but the socket is not.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import sys
 from datetime import UTC, datetime
 
 from edge_runtime import __version__
+from edge_runtime.observability import journal
+from edge_runtime.observability.tracing import TraceFilter
 
 LEVELS = {
     "debug": logging.DEBUG,
@@ -44,17 +53,13 @@ class _JsonFormatter(logging.Formatter):
             "app_id": self._app_id,
             "ver": __version__,
         }
+        trace_id = getattr(record, "trace_id", "")
+        if trace_id:
+            entry["trace_id"] = trace_id
+            entry["span_id"] = getattr(record, "span_id", "")
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
-
-
-# syslog(3) priorities, as sd-daemon(3) prefixes them.
-_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
-
-
-def _priority(levelno: int) -> int:
-    return next((prio for level, prio in _PRIORITIES if levelno >= level), 7)
 
 
 class _JournalFormatter(logging.Formatter):
@@ -66,7 +71,7 @@ class _JournalFormatter(logging.Formatter):
         self._inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        prefix = f"<{_priority(record.levelno)}>"
+        prefix = f"<{journal.priority(record.levelno)}>"
         return "\n".join(prefix + line for line in self._inner.format(record).split("\n"))
 
 
@@ -83,8 +88,9 @@ def journal_stream(fd: int = 2) -> bool:
 
 
 def setup(level: str = "info", *, as_json: bool = False, app_id: str = "") -> None:
-    """Configure the root logger once for the process (stderr, which journald captures)."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Configure the root logger once for the process: journald's socket under systemd (see
+    the module docstring), else stderr (which balena and docker capture)."""
+    stream = logging.StreamHandler(sys.stderr)
     try:
         to_journal = journal_stream(sys.stderr.fileno())
     except (AttributeError, OSError, ValueError):  # a replaced stderr (pytest's capture)
@@ -98,8 +104,19 @@ def setup(level: str = "info", *, as_json: bool = False, app_id: str = "") -> No
         formatter = logging.Formatter(
             "%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S"
         )
-    handler.setFormatter(_JournalFormatter(formatter) if to_journal else formatter)
+    stream.setFormatter(_JournalFormatter(formatter) if to_journal else formatter)
+    handler: logging.Handler = stream
+    path = journal.socket_path()
+    if to_journal and journal.usable(path):
+        try:
+            handler = journal.JournalHandler(path, formatter, fallback=stream, app_id=app_id)
+        except OSError:  # no AF_UNIX datagram socket for us: the stream alone, as before
+            handler = stream
+    handler.addFilter(TraceFilter())
     root = logging.getLogger()
+    for old in root.handlers:  # a second setup: the old socket is not needed any more
+        if isinstance(old, journal.JournalHandler):
+            old.close()
     root.handlers[:] = [handler]
     root.setLevel(LEVELS.get(level.lower(), logging.INFO))
     # uvicorn's own access log is off; its error logger goes through ours.
