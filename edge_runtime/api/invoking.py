@@ -34,6 +34,7 @@ from edge_runtime.invocation.discovery import AppNotFoundError, Discovery
 from edge_runtime.invocation.headers import for_app, forwardable, with_trace
 from edge_runtime.invocation.nameresolution import NameResolution
 from edge_runtime.invocation.resiliency import AppPolicies, AppPolicy, is_failure
+from edge_runtime.observability import tracing
 from edge_runtime.observability.metrics import (
     INVOCATION_REFUSED,
     INVOCATION_RETRIES,
@@ -132,11 +133,14 @@ class Invoking:
         else:
             route = "remote"
             attempt = self._remote_attempt(call, app_id, namespace)
+        trace = tracing.bind(call.headers)  # the traceparent sent on (maybe a new one)
         try:
             result = await self._run(app_id, self.policies.for_app(app_id), attempt)
         except APIError:
             INVOCATIONS.labels(route, "failed").inc()
             raise
+        finally:
+            tracing.unbind(trace)
         INVOCATIONS.labels(route, "app_error" if is_failure(result.status) else "ok").inc()
         return result
 
@@ -146,10 +150,13 @@ class Invoking:
         """A call a peer sidecar relayed (``CallLocal``) into our app. Raises
         :class:`APIError`; the peer applies its own policies, so none apply here."""
         call = replace(call, headers=with_trace(forwardable(call.headers)))
+        trace = tracing.bind(call.headers)
         try:
             return await self._local(call, caller, caller_namespace)
         except _FailedError as failed:
             raise failed.error from None
+        finally:
+            tracing.unbind(trace)
 
     # ---------------------------------------------------------------- attempts
     def _local_attempt(

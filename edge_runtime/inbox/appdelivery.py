@@ -7,7 +7,9 @@ and as the :class:`~edge_runtime.inbox.deliver.Deliverer`'s ``deliver`` callable
   (wrapped as a CloudEvent with ``data_base64`` when the subscription has ``rawPayload``),
   routed by the subscription's rules, ``Content-Type: application/cloudevents+json``, one
   header per broker-metadata entry plus ``Pubsubname``, ``traceparent``/``tracestate`` from the
-  envelope, and the reply classified by :func:`~edge_runtime.appchannel.http.classify`.
+  envelope, and the reply classified by :func:`~edge_runtime.appchannel.http.classify`. The
+  envelope is bound as the trace context (:mod:`~edge_runtime.observability.tracing`) for the
+  rest of the row's delivery task, so what the deliverer logs about it carries its trace id.
 
 Not covered: binary-mode messages (``content-type: application/octet-stream`` metadata with
 ``ce_*`` fields) are taken as structured JSON; MQTT carries no such metadata.
@@ -28,6 +30,7 @@ from edge_runtime.appchannel import AppReply, Outcome
 from edge_runtime.appchannel.http import classify, event_headers
 from edge_runtime.inbox.deliver import DropEventError, PoisonEventError
 from edge_runtime.inbox.store import InboxRow
+from edge_runtime.observability import tracing
 from edge_runtime.subscriptions.model import Subscription, route_for
 
 __all__ = [
@@ -151,6 +154,9 @@ class AppDelivery:
 
     async def __call__(self, sub: Subscription, row: InboxRow) -> Outcome:
         body, envelope = event_of(sub, row)
+        # For the rest of this row's task (the deliverer logs its outcome there): records
+        # carry the event's trace id.
+        tracing.bind(envelope)
         path = route_or_drop(sub, envelope)
         headers = event_headers(row.metadata, sub.pubsub_name)
         for key in ("traceparent", "tracestate"):

@@ -50,6 +50,7 @@ from edge_runtime.inbox.appdelivery import event_of, route_or_drop
 from edge_runtime.inbox.bulk import BULK_EVENT_TYPE
 from edge_runtime.inbox.deliver import DropEventError, PoisonEventError
 from edge_runtime.inbox.store import InboxRow
+from edge_runtime.observability import tracing
 from edge_runtime.subscriptions.model import Subscription
 
 __all__ = [
@@ -178,6 +179,7 @@ class GrpcAppDelivery:
 
     async def __call__(self, sub: Subscription, row: InboxRow) -> Outcome:
         _body, envelope = event_of(sub, row)
+        tracing.bind(envelope)  # for the rest of the row's task, as AppDelivery does
         path = route_or_drop(sub, envelope)
         request = topic_event_request(sub, row, envelope, path)
         return await self.channel.topic_event(request, event_metadata(sub, row, envelope))

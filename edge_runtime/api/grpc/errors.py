@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from edge_runtime.errors import APIError
+from edge_runtime.observability import tracing
 
 R = TypeVar("R")
 
@@ -71,16 +72,26 @@ async def abort(context: grpc.aio.ServicerContext, err: APIError) -> NoReturn:
     raise AssertionError("abort_with_status returned")  # pragma: no cover
 
 
+def _traceparent(context: Any) -> str:
+    return next(
+        (v for k, v in context.invocation_metadata() or () if k == "traceparent"), ""
+    )
+
+
 def handled(
     method: Callable[[Any, Any, Any], Awaitable[R]],
 ) -> Callable[[Any, Any, Any], Awaitable[R]]:
-    """Wrap a servicer method so an :class:`APIError` becomes its gRPC status."""
+    """Wrap a servicer method so an :class:`APIError` becomes its gRPC status; the call's
+    ``traceparent`` metadata is the trace context of what is logged meanwhile."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: Any) -> R:
+        trace = tracing.bind(functools.partial(_traceparent, context))  # read only if logging
         try:
             return await method(self, request, context)
         except APIError as err:
             await abort(context, err)
+        finally:
+            tracing.unbind(trace)
 
     return wrapper

@@ -4,6 +4,8 @@ It reads the body (refusing anything over ``--max-body-size`` with 413 before re
 ``Content-Length`` says so), checks the API token, finds the route, calls the handler and
 renders :class:`~edge_runtime.errors.APIError` as Dapr's JSON error body. Any other exception
 is logged with its traceback and answered with a generic 500: never a stack trace on the wire.
+The request's headers are the trace context of what is logged while it is served (a
+``traceparent`` there gives records their trace id).
 Unknown paths get a 404 and known paths with another method a 405, both as JSON errors.
 """
 
@@ -20,6 +22,7 @@ from urllib.parse import parse_qsl, unquote
 
 from edge_runtime import errors as E
 from edge_runtime.errors import APIError
+from edge_runtime.observability import tracing
 from edge_runtime.observability.metrics import HTTP_REQUESTS
 
 log = logging.getLogger("edge_runtime.api.http")
@@ -162,8 +165,10 @@ class HttpApp:
         if scope["type"] != "http":
             return
         group = "unmatched"
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        trace = tracing.bind(headers)  # records logged for this request carry its trace id
         try:
-            resp, group = await self._handle(scope, receive)
+            resp, group = await self._handle(scope, headers, receive)
         except APIError as err:
             resp = error_response(err)
         except Exception:
@@ -171,6 +176,8 @@ class HttpApp:
             resp = Response.json(
                 {"errorCode": "ERROR", "message": "internal error; see the sidecar log"}, 500
             )
+        finally:
+            tracing.unbind(trace)
         counter = self._counters.get((group, resp.status))
         if counter is None:  # a labels() lookup takes a lock: once per (route, status)
             counter = self._counters[group, resp.status] = HTTP_REQUESTS.labels(
@@ -178,13 +185,14 @@ class HttpApp:
         counter.inc()
         await self._send(send, resp)
 
-    async def _handle(self, scope: Scope, receive: Receive) -> tuple[Response, str]:
+    async def _handle(
+        self, scope: Scope, headers: dict[str, str], receive: Receive
+    ) -> tuple[Response, str]:
         method: str = scope["method"]
         raw: bytes = scope.get("raw_path") or scope["path"].encode()
         raw_path = raw.decode("latin-1").split("?", 1)[0]
         segments = [unquote(s) for s in raw_path.split("/") if s]
         path = "/" + "/".join(segments)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if self._token is not None and not (method == "GET" and path in _EXEMPT):
             given = headers.get("dapr-api-token", "").encode("latin-1")
             if not hmac.compare_digest(given, self._token):
