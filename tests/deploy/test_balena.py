@@ -79,7 +79,10 @@ def test_the_fleet(compose: dict[str, Any]) -> None:
     assert "edge-data:/data" in sidecar["volumes"]
     assert args.app_port == 8080
     assert "/dev/gpiochip0:/dev/gpiochip0" in sidecar["devices"]
-    assert "dialout" in sidecar["group_add"]
+    # The image's user reaches the devices through these groups (see the Dockerfile).
+    assert {"dialout", "gpio"} <= set(sidecar["group_add"])
+    assert "user" not in sidecar  # it would drop the image's user and its groups
+    assert "privileged" not in sidecar
     assert "depends_on" not in sidecar  # starts without the broker
     assert "127.0.0.1:3500/v1.0/healthz/outbound" in " ".join(sidecar["healthcheck"]["test"])
     sensor = services["sensor"]
@@ -124,6 +127,40 @@ def test_dockerfile_template_is_multi_stage_for_every_arch() -> None:
     assert "pip install" not in final_text
     assert not re.search(r"\b(gcc|build-essential|rustc|cargo)\b", final_text)
     assert any(i.startswith("COPY --from=build /opt/edge-runtime/venv") for i in final)
+
+
+def test_the_final_stage_runs_as_a_dedicated_user() -> None:
+    build, final = stages(dockerfile_text())
+    users = [i.split(None, 1)[1] for i in final if i.upper().startswith("USER ")]
+    assert users, "the final stage has no USER: it would run as root"
+    uid, _, gid = users[-1].partition(":")
+    # Numeric: whoever starts the image can check it without reading its /etc/passwd.
+    assert uid.isdigit(), users[-1]
+    assert gid.isdigit(), users[-1]
+    assert int(uid) != 0
+    assert int(gid) != 0
+    # The user is made in that stage, with that uid and gid, in the device groups, and
+    # nothing after USER needs root.
+    made = " ".join(i for i in final if i.startswith("RUN "))
+    useradd = re.search(r"useradd ([^&]*)", made)
+    assert useradd is not None
+    words = useradd.group(1).split()
+    assert f"--uid {uid}" in useradd.group(1)
+    assert words[-1] == "edge-runtime"
+    assert re.search(rf"groupadd --system --gid {gid} edge-runtime", made)
+    groups = words[words.index("--groups") + 1].split(",")
+    assert {"dialout", "gpio"} <= set(groups)
+    assert "--no-log-init" in words
+    # The gpio group has a fixed, overridable gid: the number the host's udev rule must give.
+    assert re.search(r'groupadd --system --gid "\$\{GPIO_GID\}" gpio', made)
+    assert any(re.fullmatch(r"ARG GPIO_GID=\d+", i) for i in final)
+    # The data dir exists in the image, owned by the user (a new volume takes that owner).
+    assert "install -d -o edge-runtime -g edge-runtime" in made
+    assert made.rstrip().endswith("/data")
+    after = final[final.index(f"USER {users[-1]}"):]
+    assert not any(i.startswith("RUN ") for i in after)
+    assert "WORKDIR /data" in after
+    assert all(not i.upper().startswith("USER ") for i in build)  # the build stage stays root
 
 
 def test_prepare_assembles_what_every_copy_needs(tmp_path: Path, compose: dict[str, Any]) -> None:
