@@ -6,13 +6,21 @@ PRIORITY field) and no timestamp; anywhere else, plain lines."""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from tests.deploy.journal import SEALS, Entry, JournalSocket
 from tests.deploy.sidecar import NotifySocket, sidecar
@@ -281,3 +289,80 @@ def test_the_sidecar_under_journald_and_after_it_goes(tmp_path: Path) -> None:
     assert "<6>edge_runtime.runtime: received SIGTERM: shutting down" in lines
     assert lines[-1] == "<6>edge_runtime.runtime: stopped"
     assert not any("stopped" in e["MESSAGE"] for e in journal.snapshot())
+
+
+JOURNALD = next((p for p in ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
+                 if os.path.exists(p)), None)
+
+
+@pytest.fixture
+def real_journald() -> Iterator[str]:
+    """A real systemd-journald in a journal namespace of its own (so the host's journal never
+    sees the tests' records); its namespace name. Removed afterwards, files included."""
+    if JOURNALD is None or shutil.which("journalctl") is None:
+        pytest.skip("systemd-journald or journalctl is not installed (apt package systemd)")
+    if os.geteuid() != 0:
+        pytest.skip("a journald namespace of our own needs root")
+    ns = f"edgetest{secrets.token_hex(4)}"
+    proc = subprocess.Popen([JOURNALD, ns], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sock = Path(f"/run/systemd/journal.{ns}/socket")
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not sock.exists():
+            proc.kill()
+            _, err = proc.communicate(10)
+            pytest.skip(f"systemd-journald does not run here: {err.decode()[-300:]}")
+        yield ns
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        for path in [f"/run/systemd/journal.{ns}", *glob.glob(f"/var/log/journal/*.{ns}"),
+                     *glob.glob(f"/run/log/journal/*.{ns}")]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def journal_entries(ns: str) -> list[dict[str, str]]:
+    out = subprocess.run(
+        ["journalctl", f"--namespace={ns}", "-o", "json", "--all", "--no-pager",
+         "SYSLOG_IDENTIFIER=edge-runtime"],
+        capture_output=True, check=False, timeout=60,
+    ).stdout
+    entries = []
+    for line in out.decode().splitlines():
+        raw = json.loads(line)
+        # journalctl prints a value with control characters (a newline) as its bytes.
+        entries.append({k: bytes(v).decode() if isinstance(v, list) else v
+                        for k, v in raw.items()})
+    return entries
+
+
+def test_a_real_journald_stores_the_entries(tmp_path: Path, real_journald: str) -> None:
+    sock = f"/run/systemd/journal.{real_journald}/socket"
+    stderr = run_logging(journal=True, socket_path=sock, script=FIELDS_SCRIPT)
+    assert stderr == ""
+    entries: list[dict[str, str]] = []
+    deadline = time.monotonic() + 30
+    while len(entries) < 8 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        entries = journal_entries(real_journald)
+    assert len(entries) == 8, entries
+    assert {e["_TRANSPORT"] for e in entries} == {"journal"}  # the native protocol, not stdout
+    by = {e["MESSAGE"].split("\n")[0][len("edge_runtime.demo: "):][:3]: e for e in entries}
+    assert [by[m]["PRIORITY"] for m in ("d", "i", "w", "e")] == ["7", "6", "4", "3"]
+    assert by["i"]["EDGE_APP_ID"] == "app-1"
+    assert by["i"]["LOGGER"] == "edge_runtime.demo"
+    assert by["i"]["CODE_FUNC"] == "work"
+    assert by["fir"]["MESSAGE"] == "edge_runtime.demo: first line\nsecond line"
+    assert by["tra"]["TRACE_ID"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert by["tra"]["SPAN_ID"] == "00f067aa0ba902b7"
+    assert by["boo"]["EXCEPTION_TEXT"].endswith("ZeroDivisionError: division by zero")
+    assert by["big"]["MESSAGE"] == "edge_runtime.demo: big " + "x" * 600_000  # the memfd
