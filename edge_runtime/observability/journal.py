@@ -125,7 +125,7 @@ class JournalHandler(logging.Handler):
         if trace_id:
             out += [("TRACE_ID", trace_id), ("SPAN_ID", getattr(record, "span_id", ""))]
         if record.exc_info:
-            # Formatter.format caches it in exc_text; the JSON formatter does not.
+            # The formatters cache it in exc_text when they make MESSAGE.
             text = record.exc_text or self.message_formatter.formatException(record.exc_info)
             out.append(("EXCEPTION_TEXT", text))
         return out

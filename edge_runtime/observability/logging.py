@@ -58,7 +58,10 @@ class _JsonFormatter(logging.Formatter):
             entry["trace_id"] = trace_id
             entry["span_id"] = getattr(record, "span_id", "")
         if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info)
+            # Cached where logging.Formatter caches it (the journal's EXCEPTION_TEXT reads it).
+            if not record.exc_text:
+                record.exc_text = self.formatException(record.exc_info)
+            entry["error"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
 
 
