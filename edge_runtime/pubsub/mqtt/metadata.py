@@ -172,7 +172,7 @@ def _pem_text(ctx: ComponentContext, name: str, value: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise problem(
             ctx.manifest, ctx.metadata, name,
-            f"expected PEM text (-----BEGIN ...) or a readable PEM file, got {value[:60]!r}"
+            f"expected PEM text (-----BEGIN ...) or a readable PEM file; cannot read {path}"
             f" ({exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc})",
         ) from None
 

@@ -49,7 +49,8 @@ class Incoming:
 
 class ConnectFailedError(Exception):
     """One connection attempt failed; ``reason`` is the metric label (``network``,
-    ``timeout``, ``refused`` or ``not_authorized``, which stops the retries)."""
+    ``timeout``, ``tls`` (a certificate refused by either side), ``refused`` or
+    ``not_authorized``, which stops the retries)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

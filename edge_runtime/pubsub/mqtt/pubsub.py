@@ -102,6 +102,12 @@ class MqttPubSub:
         return self.client.connected
 
     @property
+    def last_error(self) -> str:
+        """Why the last connection attempt failed or the connection ended; "" once connected
+        (shown as ``pubsub.<name>.lastError`` in ``/v1.0/metadata``)."""
+        return self.client.last_error
+
+    @property
     def subscribed(self) -> bool:
         """Connected, and the broker confirmed every subscription made so far."""
         return self.client.subscribed
