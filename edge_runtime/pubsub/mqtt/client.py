@@ -17,6 +17,9 @@ shows up as a socket error while reading the CONNACK. paho logs socket errors it
 goes through :class:`_PahoLog`, which keeps the last one so the failure names it (a refused
 connection is :class:`ConnectFailedError` ``tls`` with an explanation from
 :mod:`edge_runtime.support.tlserrors`) and logs it at debug (the supervisor reports it once).
+Rotation: before each attempt, when the PEM files the context came from changed, a new context
+is built from them and used from this attempt on (a file that does not make one is logged and
+the previous context kept).
 
 Waits for acks go through :class:`~edge_runtime.pubsub.mqtt.acks.AckWaiters`. A connection
 loss fails them all with :class:`NotConnectedError` and drops paho's resend queue: the outbox
@@ -107,6 +110,7 @@ class MqttClient:
         self._window = Window(options.inflight)
         self._tasks: list[asyncio.Task[None]] = []
         self._socket_error: str | None = None  # the last one paho logged on this connection
+        self._tls_stamp = options.tls_files.built_at if options.tls_files else ()
         self.supervisor = Supervisor(
             self.name, options.client_id, self._connect_once, self._lost_evt,
             Backoff(options.reconnect_min, options.reconnect_max),
@@ -428,9 +432,35 @@ class MqttClient:
     def _keep_socket_error(self, error: str) -> None:
         self._socket_error = error
 
+    def _refresh_tls(self) -> None:
+        """Use a new TLS context when its PEM files changed since the current one was built.
+
+        Runs in the connect thread, while the loop leaves paho alone.
+        """
+        files = self.options.tls_files
+        if files is None:
+            return
+        stamp = files.stamp()
+        if stamp == self._tls_stamp:
+            return
+        self._tls_stamp = stamp  # a bad file is reported once, not at every attempt
+        try:
+            context = files.build()
+        except ValueError as exc:
+            log.error(  # noqa: TRY400 - the message says it all; a traceback adds nothing
+                "MQTT %s: the certificate files changed but cannot be used, keeping the"
+                " previous ones: %s", self.name, exc)
+            return
+        # paho 2.x offers no way to replace a context once set (tls_set_context refuses), and
+        # reads this attribute at every handshake.
+        self._paho._ssl_context = context
+        log.info("MQTT %s: certificate files changed: TLS reloaded from %s", self.name,
+                 ", ".join(str(p) for p in files.paths))
+
     def _blocking_connect(self) -> None:
         """In an executor thread: DNS, TCP connect, TLS handshake; CONNECT is queued."""
         o = self.options
+        self._refresh_tls()
         keepalive = math.ceil(o.keepalive)
         if not o.mqtt5:
             self._paho.connect(o.host, o.port, keepalive)

@@ -14,6 +14,9 @@ and ``publishTimeout`` (20s, Dapr's fixed wait: the longest wait for a PUBACK/SU
 
 Differences from Dapr, on purpose: ``qos`` above 2 is an error (Dapr lets 3-7 pass); TLS files
 given with a plain ``tcp://`` URL are ignored with a warning (Dapr ignores them silently).
+Certificate rotation: when PEMs are given as file paths, :class:`TlsFiles` lets the client
+rebuild the context before a connection attempt once one of the files changed (Dapr reads
+them once). There is no option that turns verification off (Dapr's mqtt3 has none either).
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from edge_runtime.config.metadata import decode, meta, problem
+from edge_runtime.config.metadata import MetadataError, decode, meta, problem
 from edge_runtime.pubsub.mqtt import topics
 from edge_runtime.registry import ComponentContext
 
-__all__ = ["MqttMetadata", "MqttSettings", "parse"]
+__all__ = ["MqttMetadata", "MqttSettings", "TlsFiles", "parse"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,35 @@ class MqttMetadata:
     publish_timeout: float = meta("publishTimeout", kind="duration", default=20.0, minimum=0.001)
 
 
+Stamp = tuple[tuple[int, int, int] | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The PEM files a TLS context was built from, and how to build it again.
+
+    A client compares :meth:`stamp` with the one its context was built at (``built_at`` for
+    the context in :class:`MqttSettings`) and calls :meth:`build` when they differ. Each
+    client keeps its own stamp: a binding's two connections share this object.
+    """
+
+    paths: tuple[Path, ...]
+    built_at: Stamp
+    _build: Callable[[], ssl.SSLContext] = field(repr=False, compare=False)
+
+    def stamp(self) -> Stamp:
+        """See :func:`_stamp`."""
+        return _stamp(self.paths)
+
+    def build(self) -> ssl.SSLContext:
+        """A new context from the files as they are now; ``ValueError`` (naming the entry
+        and the file) when they do not make one."""
+        try:
+            return self._build()
+        except MetadataError as exc:
+            raise ValueError(str(exc)) from None
+
+
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
     """Everything the component needs, checked: the metadata plus what the URL and PEMs say.
@@ -78,6 +111,7 @@ class MqttSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    tls_files: TlsFiles | None = field(default=None, compare=False, repr=False)
 
     @property
     def mqtt5(self) -> bool:
@@ -118,15 +152,35 @@ def parse(ctx: ComponentContext) -> MqttSettings:
     except ValueError as exc:
         raise problem(manifest, md, "url", str(exc)) from None
     tls: ssl.SSLContext | None = None
+    files: TlsFiles | None = None
     pem_names = [n for n, v in _pem_fields(settings) if v]
     if scheme in TLS_SCHEMES:
+        paths = tuple(ctx.resolve_path(v.strip()) for _, v in _pem_fields(settings)
+                      if v and "-----BEGIN" not in v)
+        stamp = _stamp(paths)  # before reading them: a change meanwhile is seen later
         tls = _tls_context(ctx, settings)
+        if paths:
+            files = TlsFiles(paths, stamp, lambda: _tls_context(ctx, settings))
     elif pem_names:
         log.warning(
             "%s: %s ignored: the url scheme %r is plain TCP (use ssl:// or mqtts:// for TLS)",
             manifest.describe(), ", ".join(pem_names), scheme,
         )
-    return MqttSettings(settings, host, port, client_id, username, password, tls)
+    return MqttSettings(settings, host, port, client_id, username, password, tls, files)
+
+
+def _stamp(paths: tuple[Path, ...]) -> Stamp:
+    """(mtime_ns, size, inode) of each file, ``None`` for one that cannot be read: a rename
+    over the file (the usual rotation) changes the inode, an edit in place the mtime."""
+    out: list[tuple[int, int, int] | None] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            out.append(None)
+        else:
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
 
 
 def _split_url(url: str) -> tuple[str, str, int, str | None, str | None]:
