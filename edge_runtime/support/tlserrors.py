@@ -25,6 +25,9 @@ _REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("hostname mismatch",),
      ("the server's certificate does not name the host we connect to (check the url/endpoint,"
      " or the expected server name)")),
+    (("hostname verification",),
+     ("the server's certificate does not name the host we expect (check serverName or the"
+     " endpoint)")),
     (("ip address mismatch",),
      ("the server's certificate does not name the IP address we connect to (check the"
      " url/endpoint, or the expected server name)")),
@@ -54,6 +57,9 @@ _REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
      "the TLS handshake failed: no common protocol version or cipher"),
     (("alert", "protocol version"),
      "the TLS handshake failed: no common protocol version (we need TLS 1.2 or later)"),
+    (("closed the connection right after the tls handshake",),
+     ("the server refused our client certificate without saying why: expired, not signed by"
+     " a CA it trusts, or not sent (check clientCert)")),
     (("wrong version number",),
      "the server does not speak TLS on this port (a plain listener? check the url scheme)"),
     # BoringSSL (grpc) says less; these are its words for the same failures.

@@ -22,9 +22,7 @@ them once). There is no option that turns verification off (Dapr's mqtt3 has non
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 from edge_runtime.config.metadata import MetadataError, decode, meta, problem
 from edge_runtime.pubsub.mqtt import topics
 from edge_runtime.registry import ComponentContext
+from edge_runtime.support.tlsprobe import load_cert_chain_pem
 
 __all__ = ["MqttMetadata", "MqttSettings", "TlsFiles", "parse"]
 
@@ -254,22 +253,10 @@ def _tls_context(ctx: ComponentContext, settings: MqttMetadata) -> ssl.SSLContex
         cert = _pem_text(ctx, "clientCert", settings.client_cert)
         key = _pem_text(ctx, "clientKey", settings.client_key)
         try:
-            _load_cert_chain(context, cert, key)
+            load_cert_chain_pem(context, cert, key)
         except (ssl.SSLError, ValueError) as exc:
             raise problem(
                 manifest, md, "clientCert",
                 f"clientCert and clientKey are not a usable PEM certificate and key: {exc}",
             ) from None
     return context
-
-
-def _load_cert_chain(context: ssl.SSLContext, cert: str, key: str) -> None:
-    """``load_cert_chain`` only reads files: write the PEMs into a private (0700) temporary
-    folder, load them, and remove the folder at once (the context keeps them in memory)."""
-    with tempfile.TemporaryDirectory(prefix="edge-runtime-tls-") as tmp:
-        cert_path, key_path = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-        for path, text in ((cert_path, cert), (key_path, key)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(text)
-        context.load_cert_chain(cert_path, key_path)
