@@ -105,10 +105,11 @@ class CertAuthority:
 
     def issue(
         self, name: str, *, hosts: Sequence[str] = (), client: bool = False,
-        expired: bool = False, out: Path | None = None,
+        peer: bool = False, expired: bool = False, out: Path | None = None,
     ) -> Issued:
         """A certificate with CN ``name`` signed by this CA: a server certificate for
-        ``hosts`` (SANs; IP addresses or DNS names) or, with ``client``, a client certificate.
+        ``hosts`` (SANs; IP addresses or DNS names), with ``client`` a client certificate,
+        with ``peer`` both (one file serving and calling, as on the internal gRPC port).
         ``expired``: valid from 2020-01-01 to 2020-01-02 only. Files ``<name>.pem`` and
         ``<name>.key`` go to ``out`` (default: the CA's folder); an existing pair is
         overwritten (a rotation)."""
@@ -121,7 +122,8 @@ class CertAuthority:
         lines = ["basicConstraints=critical,CA:FALSE",
                  "keyUsage=critical,digitalSignature,keyEncipherment",
                  "authorityKeyIdentifier=keyid", "subjectKeyIdentifier=hash",
-                 f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}"]
+                 "extendedKeyUsage=" + ("serverAuth,clientAuth" if peer else
+                                        "clientAuth" if client else "serverAuth")]
         sans = [f"IP:{h}" if _is_ip(h) else f"DNS:{h}" for h in hosts]
         if sans:
             lines.append("subjectAltName=" + ",".join(sans))
