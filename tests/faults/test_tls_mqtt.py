@@ -307,6 +307,24 @@ async def test_no_option_turns_verification_off(world: World, certs: Certs) -> N
         await side.stop()
 
 
+async def test_tls_url_on_a_plain_listener(world: World, tmp_path: Path) -> None:
+    plain = Mosquitto(tmp_path / "plain")
+    plain.start()
+    try:
+        url = f"ssl://127.0.0.1:{plain.port}"
+        side = SidecarProcess(world.root, "dev", component(url, world.files()))
+        await side.start()
+        try:
+            await publish(side, range(1))
+            meta = await wait_meta(side, lambda m: "is it a TLS listener?"
+                                   in m.get("pubsub.mqtt.lastError", ""))
+            assert meta["pubsub.mqtt.outbox"] == "1"
+        finally:
+            await side.stop()
+    finally:
+        plain.stop()
+
+
 @pytest.mark.parametrize("entry", ["caCert", "clientCert", "clientKey"])
 async def test_missing_pem_file_is_a_load_error_naming_it(world: World, entry: str) -> None:
     files = world.files()

@@ -403,6 +403,12 @@ class MqttClient:
             if isinstance(exc, ssl.SSLError | ssl.CertificateError) or (
                     o.tls is not None and is_tls_error(str(exc))):
                 raise self._tls_refused(str(exc)) from None
+            if o.tls is not None and isinstance(exc, ConnectionResetError):
+                # The TCP connection was accepted, so the reset came with our ClientHello.
+                raise ConnectFailedError(
+                    "tls", f"TLS with {o.host}:{o.port} failed: the server reset the connection"
+                    f" during the TLS handshake (is it a TLS listener? check the url scheme and"
+                    f" port) ({exc})") from None
             raise ConnectFailedError("network", f"cannot connect to {o.host}:{o.port}: {exc}") \
                 from None
         finally:
