@@ -17,6 +17,13 @@ __all__ = ["explain", "is_tls_error"]
 
 # (substrings that must all appear, the explanation)
 _REASONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    # Our own certificate, judged here (tlsprobe): before the server entries, which would
+    # match the same words.
+    (("our own client certificate has expired",),
+     "our client certificate has expired, and the server refused it (renew clientCert)"),
+    (("our own client certificate is not valid yet",),
+     ("our client certificate is not valid yet, and the server refused it (is this device's"
+     " clock set?)")),
     # Our side refused the server's certificate (the verify result is in the message).
     (("certificate has expired",),
      "the server's certificate has expired (or this device's clock is wrong)"),

@@ -5,7 +5,9 @@ the handshake completed on our side) as ``Socket closed``. :func:`probe` repeats
 with Python's ``ssl`` and the same files, then reads once: the server's alert (certificate
 expired, unknown CA, certificate required) arrives as an ``SSLError`` naming it. A grpc server
 sends no alert, it just closes: that is reported as :data:`CLOSED_AFTER_HANDSHAKE` (a server
-that accepts us sends its first HTTP/2 frame instead).
+that accepts us sends its first HTTP/2 frame instead), and our own certificate's dates are then
+checked here (:func:`own_certificate_problem`): an expired one is the usual reason, and the one
+we can tell without the server's CA.
 
 Blocking (one TCP connection, bounded by ``timeout``): call it in a thread. It never raises;
 it is only ever called after a failure, not on the data path.
@@ -19,7 +21,7 @@ import ssl
 import tempfile
 from pathlib import Path
 
-__all__ = ["CLOSED_AFTER_HANDSHAKE", "load_cert_chain_pem", "probe"]
+__all__ = ["CLOSED_AFTER_HANDSHAKE", "load_cert_chain_pem", "own_certificate_problem", "probe"]
 
 CLOSED_AFTER_HANDSHAKE = ("the server closed the connection right after the TLS handshake,"
                           " without an alert")
@@ -36,6 +38,48 @@ def load_cert_chain_pem(context: ssl.SSLContext, cert: str, key: str) -> None:
             with os.fdopen(fd, "w", encoding="ascii") as f:
                 f.write(text)
         context.load_cert_chain(cert_path, key_path)
+
+
+def own_certificate_problem(cert: bytes, key: bytes) -> str | None:
+    """Whether our own certificate is outside its validity dates (by this device's clock):
+    ``"our own client certificate has expired"`` or ``"... is not valid yet"``, else ``None``.
+
+    It has OpenSSL verify the certificate as a server would, in memory: two TLS ends joined
+    by memory BIOs, the certificate on both, trusted as itself (partial chain), so only its
+    dates and usage are judged; which CA the server trusts cannot be known here.
+    """
+    try:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.verify_mode = ssl.CERT_REQUIRED
+        server.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        server.load_verify_locations(cadata=cert.decode("ascii"))
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+        for context in (server, client):
+            load_cert_chain_pem(context, cert.decode("ascii"), key.decode("ascii"))
+    except (ssl.SSLError, ValueError, OSError):
+        return None
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    ends = [client.wrap_bio(c_in, c_out), server.wrap_bio(s_in, s_out, server_side=True)]
+    for _ in range(8):  # a TLS 1.3 handshake takes two round trips
+        for end in ends:
+            try:
+                end.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLCertVerificationError as exc:
+                text = str(exc.verify_message or exc).lower()
+                if "expired" in text:
+                    return "our own client certificate has expired"
+                if "not yet valid" in text:
+                    return "our own client certificate is not valid yet"
+                return None
+            except ssl.SSLError:
+                return None
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+    return None
 
 
 def probe(host: str, port: int, *, ca: bytes, cert: bytes | None, key: bytes | None,
@@ -64,9 +108,9 @@ def probe(host: str, port: int, *, ca: bytes, cert: bytes | None, key: bytes | N
             handshaken = True
             tls.settimeout(timeout)
             if not tls.recv(1):  # the server's verdict on our certificate, or its first frame
-                return CLOSED_AFTER_HANDSHAKE
+                return _closed(cert, key)
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError):
-        return CLOSED_AFTER_HANDSHAKE if handshaken else None
+        return _closed(cert, key) if handshaken else None
     except ssl.SSLError as exc:
         return str(exc)
     except OSError:
@@ -74,3 +118,8 @@ def probe(host: str, port: int, *, ca: bytes, cert: bytes | None, key: bytes | N
     finally:
         raw.close()
     return None
+
+
+def _closed(cert: bytes | None, key: bytes | None) -> str:
+    own = own_certificate_problem(cert, key) if cert is not None and key is not None else None
+    return f"{CLOSED_AFTER_HANDSHAKE}; {own}" if own else CLOSED_AFTER_HANDSHAKE

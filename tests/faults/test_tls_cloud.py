@@ -171,11 +171,11 @@ def _wrong_ca(w: World) -> None:
     install(w.certs.other.cert, w.device_files / "ca.pem")
 
 
-CLIENT_REFUSED = "refused our client certificate"
+CLIENT_REFUSED = "the server refused our client certificate without saying why"
 CASES = {
     "expired client certificate": Case(_device_files(
         lambda c: c.ca.issue(DEVICE, client=True, expired=True, out=c.ca.dir / "expired")),
-        CLIENT_REFUSED, "device"),
+        "our client certificate has expired, and the server refused it", "device"),
     "client certificate from another CA": Case(_device_files(
         lambda c: c.other.issue(DEVICE, client=True)), CLIENT_REFUSED, "device"),
     "wrong CA (cloud not trusted)": Case(

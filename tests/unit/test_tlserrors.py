@@ -35,6 +35,8 @@ CASES = [
      " verification check failed with error: UNAUTHENTICATED: Hostname Verification Check"
      " failed."), "does not name the host we expect"),
     (CLOSED_AFTER_HANDSHAKE, "refused our client certificate without saying why"),
+    (f"{CLOSED_AFTER_HANDSHAKE}; our own client certificate has expired",
+     "our client certificate has expired, and the server refused it"),
 ]
 
 
