@@ -73,6 +73,8 @@ class App:
                 [{"pubsubname": "mqtt", "topic": "tls/#", "route": "/ev"}]).encode())
         if req.path == "/ev":
             self.seen.append(json.loads(req.body)["data"]["i"])
+        if req.path == "/sensors" and req.method == "POST":  # the input binding's events
+            self.seen.append(json.loads(req.body)["i"])
         return Reply(200, b"")
 
     async def wait_for(self, ids: set[int], limit_s: float = 60) -> None:
@@ -103,6 +105,24 @@ def component(url: str, files: dict[str, Path], extra: str = "") -> str:
           - {{name: reconnectMin, value: 50ms}}
           - {{name: reconnectMax, value: 300ms}}
         """) + entries + extra
+
+
+def binding(url: str, files: dict[str, Path]) -> str:
+    entries = "".join(f"  - {{name: {k}, value: '{v}'}}\n" for k, v in files.items())
+    return textwrap.dedent(f"""\
+        apiVersion: dapr.io/v1alpha1
+        kind: Component
+        metadata: {{name: sensors}}
+        spec:
+          type: bindings.mqtt3
+          version: v1
+          metadata:
+          - {{name: url, value: "{url}"}}
+          - {{name: topic, value: tls/binding}}
+          - {{name: direction, value: "input, output"}}
+          - {{name: reconnectMin, value: 50ms}}
+          - {{name: reconnectMax, value: 300ms}}
+        """) + entries
 
 
 @dataclass
@@ -268,6 +288,45 @@ async def test_refused_then_fixed(world: World, certs: Certs, case: str) -> None
         if c.fix == "client":
             assert "TLS reloaded from" in side.log.read_text()
         print(f"{case}, after the fix: {world.app.report(N)}")
+    finally:
+        await side.stop()
+
+
+async def test_binding_both_ways_refused_then_fixed(world: World, certs: Certs) -> None:
+    """``bindings.mqtt3``: its producer and consumer connections report the refusal in the
+    binding's status; after the CA file is fixed, what ``create`` accepted reaches the app
+    through the input side.
+
+    The first run (good certificates) leaves the consumer's persistent session at the broker:
+    without one, what the producer sends before the consumer's first SUBSCRIBE has no
+    subscriber and the broker drops it (MQTT, not TLS).
+    """
+    side = SidecarProcess(world.root, "bind", binding(world.broker.url, world.files()),
+                          world.server.port)
+    await side.start()
+    try:
+        await wait_meta(side, lambda m: m.get("binding.sensors.consumer.connected") == "true")
+    finally:
+        await side.stop()
+    _wrong_ca(world, certs)
+    await side.start()
+    try:
+        async with side.client(timeout=10) as c:
+            for i in range(N):
+                r = await c.post("/v1.0/bindings/sensors",
+                                 json={"operation": "create", "data": {"i": i}})
+                assert r.status_code in (200, 204), r.text
+        words = "not signed by a CA we trust"
+        meta = await wait_meta(side, lambda m: words in m.get(
+            "binding.sensors.producer.lastError", "") and words in m.get(
+            "binding.sensors.consumer.lastError", ""))
+        assert meta["binding.sensors.producer.connected"] == "false"
+        assert meta["binding.sensors.outbox"] == str(N)
+        install(certs.ca.cert, world.side / "ca.pem")
+        await world.app.wait_for(set(range(N)))
+        meta = await wait_meta(side, lambda m: m["binding.sensors.outbox"] == "0")
+        assert "binding.sensors.producer.lastError" not in meta
+        print("binding, wrong CA then fixed:", world.app.report(N))
     finally:
         await side.stop()
 
