@@ -15,8 +15,9 @@ grpc exceptions never leave this module: they become :attr:`SyncStatus.last_erro
 TLS: a refused handshake is reported as such (reason ``tls`` in the reconnect metric, an
 error log line once per distinct failure, ``lastError`` explaining which side refused what,
 from :mod:`edge_runtime.support.tlserrors`). grpc says only ``Socket closed`` when the cloud
-refused our client certificate, so then one diagnostic handshake (:mod:`~edge_runtime.support.
-tlsprobe`) learns the cloud's alert. Rotation: with :class:`CredentialFiles`, when a PEM file
+refused our client certificate, so then one diagnostic handshake per distinct failure
+(:mod:`edge_runtime.support.tlsprobe`) tells that apart from a network failure and checks our
+certificate's dates. Rotation: with :class:`CredentialFiles`, when a PEM file
 changed, the next attempt re-reads them and opens a new channel (a file that does not read is
 logged and the previous credentials kept).
 """
