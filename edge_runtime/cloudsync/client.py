@@ -52,6 +52,7 @@ from edge_runtime.observability.metrics import (
     CLOUDSYNC_SENT as SENT,
 )
 from edge_runtime.pubsub.mqtt.backoff import Backoff
+from edge_runtime.support.filestamp import Stamp, stamp
 from edge_runtime.support.sqlitedb import DBError
 from edge_runtime.support.tlserrors import explain, is_tls_error
 from edge_runtime.support.tlsprobe import probe
@@ -81,9 +82,6 @@ class Credentials:
         return self.ca is not None
 
 
-Stamp = tuple[tuple[int, int, int] | None, ...]
-
-
 @dataclass(frozen=True, slots=True)
 class CredentialFiles:
     """Where the credentials' PEMs come from, to read them again after a rotation.
@@ -95,16 +93,8 @@ class CredentialFiles:
     read: Callable[[], Credentials]
 
     def stamp(self) -> Stamp:
-        """(mtime_ns, size, inode) of each file (``None`` when it cannot be stat'ed)."""
-        out: list[tuple[int, int, int] | None] = []
-        for path in self.paths:
-            try:
-                st = path.stat()
-            except OSError:
-                out.append(None)
-            else:
-                out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-        return tuple(out)
+        """See :func:`edge_runtime.support.filestamp.stamp`."""
+        return stamp(self.paths)
 
 
 class _StreamEndedError(Exception):
@@ -210,10 +200,10 @@ class SyncClient:
         files = self.credential_files
         if files is None:
             return False
-        stamp = files.stamp()
-        if stamp == self._stamp:
+        now = files.stamp()
+        if now == self._stamp:
             return False
-        self._stamp = stamp
+        self._stamp = now
         try:
             creds = files.read()
         except (OSError, ComponentError) as exc:

@@ -10,7 +10,9 @@ request sent; any error status after that is a :class:`~edge_runtime.invocation.
 
 With mutual TLS, grpc says only that the channel failed; a failure then gets one diagnostic
 handshake (:mod:`edge_runtime.support.tlsprobe`, at most one per peer every few seconds) so
-the error names a refused certificate and which side refused it.
+the error names a refused certificate and which side refused it. The PEM files are read again
+when a new channel is made after one of them changed (rotation: a channel is made after a
+failed connection, so a refused certificate, once renewed on disk, is used at the next call).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from edge_runtime.invocation import (
     TlsFiles,
 )
 from edge_runtime.invocation.wire import request_of, result_of
+from edge_runtime.support.filestamp import Stamp, stamp
 from edge_runtime.support.tlserrors import explain, is_tls_error
 from edge_runtime.support.tlsprobe import probe
 
@@ -83,20 +86,43 @@ class PeerClient:
             self._options.append(("grpc.ssl_target_name_override", server_name))
         self._credentials: Any = None
         self._server_name = server_name or ""
+        self._tls = tls
+        self._tls_stamp: Stamp = ()
         self._pem: tuple[bytes, bytes, bytes] | None = None  # ca, cert, key: for the probe
         if tls is not None:  # read now: a missing file stops the start, not the first call
-            self._pem = (tls.ca.read_bytes(), tls.cert.read_bytes(), tls.key.read_bytes())
-            self._credentials = grpc.ssl_channel_credentials(
-                root_certificates=self._pem[0], private_key=self._pem[2],
-                certificate_chain=self._pem[1],
-            )
+            self._read_tls(tls)
         self._peers: dict[str, tuple[Any, Any]] = {}
         self._probed: dict[str, tuple[float, str | None]] = {}
+
+    def _read_tls(self, tls: TlsFiles) -> None:
+        """Read the PEM files; ``OSError`` when one cannot be read."""
+        paths = (tls.ca, tls.cert, tls.key)
+        self._tls_stamp = stamp(paths)  # before reading: a change meanwhile is seen next time
+        ca, cert, key = (p.read_bytes() for p in paths)
+        self._pem = (ca, cert, key)
+        self._credentials = grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert)
+
+    def _refresh_tls(self) -> None:
+        """Read the PEM files again when they changed; a failure is logged, the old kept."""
+        tls = self._tls
+        if tls is None or stamp((tls.ca, tls.cert, tls.key)) == self._tls_stamp:
+            return
+        try:
+            self._read_tls(tls)
+        except OSError as exc:
+            log.error("invocation: the certificate files changed but cannot be read, keeping"  # noqa: TRY400 - a traceback adds nothing
+                      " the previous ones: %s", exc)
+            return
+        self._probed.clear()
+        log.info("invocation: certificate files changed: reloaded from %s, %s, %s", tls.cert,
+                 tls.key, tls.ca)
 
     def _peer(self, address: str) -> tuple[Any, Any]:
         """The channel to ``address`` and its ``CallLocal`` callable (made on first use)."""
         peer = self._peers.get(address)
         if peer is None:
+            self._refresh_tls()
             if self._credentials is not None:
                 channel = grpc.aio.secure_channel(address, self._credentials, self._options)
             else:

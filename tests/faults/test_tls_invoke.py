@@ -8,6 +8,7 @@ it, and B's app is never reached. The happy path is ``tests/e2e/test_invoke_e2e.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,3 +106,38 @@ async def test_refusal_is_named(tmp_path: Path, certs: Certs, cleanup: list[Side
         assert c.words in a.log.read_text()
         assert not [q for q in app_b.requests if q.path == "/secure"]
         print(f"{case}: {message[:240]}")
+
+
+async def test_renewed_caller_certificate_is_used_at_the_next_call(
+    tmp_path: Path, certs: Certs, cleanup: list[Sidecar],
+) -> None:
+    """A's expired certificate is refused; renewed on disk (renamed over), the next call
+    succeeds without restarting A."""
+    mine = tmp_path / "a-certs"
+    mine.mkdir()
+    expired = certs.node("a-old", expired=True)
+    for src, name in ((expired.cert, "a.pem"), (expired.key, "a.key")):
+        shutil.copyfile(src, mine / name)
+    a_files = Issued(mine / "a.pem", mine / "a.key", certs.ca.cert)
+    async with AppServer(echo("b")) as app_b:
+        b = Sidecar(tmp_path, "b", args=("--app-port", str(app_b.port), "--internal-grpc-port",
+                                         "0", *flags(certs.node("b"), certs.ca.cert)))
+        cleanup.append(b)
+        await b.start()
+        config = name_table(tmp_path / "config.yaml", {"b": b.internal})
+        a = Sidecar(tmp_path, "a", args=("--config", str(config),
+                                         *flags(a_files, certs.ca.cert)))
+        cleanup.append(a)
+        await a.start()
+        async with httpx.AsyncClient(timeout=60) as client:
+            r = await client.get(f"{a.url}/v1.0/invoke/b/method/first")
+            assert r.status_code == 500, r.text
+            assert "our client certificate has expired" in r.json()["message"]
+            renewed = certs.node("a-new")
+            for src, name in ((renewed.cert, "a.pem"), (renewed.key, "a.key")):
+                shutil.copyfile(src, mine / f"{name}.new")
+                (mine / f"{name}.new").replace(mine / name)
+            r = await client.get(f"{a.url}/v1.0/invoke/b/method/second")
+        assert r.status_code == 200, r.text
+        assert "certificate files changed: reloaded" in a.log.read_text()
+        assert [q.path for q in app_b.requests if q.path in ("/first", "/second")] == ["/second"]

@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 from edge_runtime.config.metadata import MetadataError, decode, meta, problem
 from edge_runtime.pubsub.mqtt import topics
 from edge_runtime.registry import ComponentContext
+from edge_runtime.support.filestamp import Stamp, stamp
 from edge_runtime.support.tlsprobe import load_cert_chain_pem
 
 __all__ = ["MqttMetadata", "MqttSettings", "TlsFiles", "parse"]
@@ -67,9 +68,6 @@ class MqttMetadata:
     publish_timeout: float = meta("publishTimeout", kind="duration", default=20.0, minimum=0.001)
 
 
-Stamp = tuple[tuple[int, int, int] | None, ...]
-
-
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
     """The PEM files a TLS context was built from, and how to build it again.
@@ -84,8 +82,8 @@ class TlsFiles:
     _build: Callable[[], ssl.SSLContext] = field(repr=False, compare=False)
 
     def stamp(self) -> Stamp:
-        """See :func:`_stamp`."""
-        return _stamp(self.paths)
+        """See :func:`edge_runtime.support.filestamp.stamp`."""
+        return stamp(self.paths)
 
     def build(self) -> ssl.SSLContext:
         """A new context from the files as they are now; ``ValueError`` (naming the entry
@@ -156,30 +154,16 @@ def parse(ctx: ComponentContext) -> MqttSettings:
     if scheme in TLS_SCHEMES:
         paths = tuple(ctx.resolve_path(v.strip()) for _, v in _pem_fields(settings)
                       if v and "-----BEGIN" not in v)
-        stamp = _stamp(paths)  # before reading them: a change meanwhile is seen later
+        built_at = stamp(paths)  # before reading them: a change meanwhile is seen later
         tls = _tls_context(ctx, settings)
         if paths:
-            files = TlsFiles(paths, stamp, lambda: _tls_context(ctx, settings))
+            files = TlsFiles(paths, built_at, lambda: _tls_context(ctx, settings))
     elif pem_names:
         log.warning(
             "%s: %s ignored: the url scheme %r is plain TCP (use ssl:// or mqtts:// for TLS)",
             manifest.describe(), ", ".join(pem_names), scheme,
         )
     return MqttSettings(settings, host, port, client_id, username, password, tls, files)
-
-
-def _stamp(paths: tuple[Path, ...]) -> Stamp:
-    """(mtime_ns, size, inode) of each file, ``None`` for one that cannot be read: a rename
-    over the file (the usual rotation) changes the inode, an edit in place the mtime."""
-    out: list[tuple[int, int, int] | None] = []
-    for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            out.append(None)
-        else:
-            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(out)
 
 
 def _split_url(url: str) -> tuple[str, str, int, str | None, str | None]:
