@@ -375,6 +375,8 @@ class Universal:
         for name, comp in self.components.pubsubs.items():
             extended[f"pubsub.{name}.connected"] = str(comp.pubsub.connected).lower()
             extended[f"pubsub.{name}.outbox"] = str(comp.outbox.count)
+            if last_error := getattr(comp.pubsub, "last_error", ""):  # MQTT: why disconnected
+                extended[f"pubsub.{name}.lastError"] = str(last_error)
         for name, binding in self.components.bindings.items():
             # A binding may report its connection state (serial port, MQTT) as ``status``.
             status = getattr(binding.instance, "status", None)

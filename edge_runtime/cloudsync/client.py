@@ -11,6 +11,15 @@ keepalive periods) ends the stream; the next attempt waits a full-jitter backoff
 from the cloud's cursors, so nothing is lost and nothing is applied twice.
 
 grpc exceptions never leave this module: they become :attr:`SyncStatus.last_error`.
+
+TLS: a refused handshake is reported as such (reason ``tls`` in the reconnect metric, an
+error log line once per distinct failure, ``lastError`` explaining which side refused what,
+from :mod:`edge_runtime.support.tlserrors`). grpc says only ``Socket closed`` when the cloud
+refused our client certificate, so then one diagnostic handshake per distinct failure
+(:mod:`edge_runtime.support.tlsprobe`) tells that apart from a network failure and checks our
+certificate's dates. Rotation: with :class:`CredentialFiles`, when a PEM file
+changed, the next attempt re-reads them and opens a new channel (a file that does not read is
+logged and the previous credentials kept).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +41,7 @@ from edge_runtime.cloudsync.hlc import HLC
 from edge_runtime.cloudsync.protocol import sync_pb2, sync_pb2_grpc
 from edge_runtime.cloudsync.sources import Pending, Source
 from edge_runtime.cloudsync.status import SyncStatus
-from edge_runtime.errors import StorageFullError
+from edge_runtime.errors import ComponentError, StorageFullError
 from edge_runtime.observability.metrics import (
     CLOUDSYNC_ACKED as ACKED,
 )
@@ -43,9 +52,12 @@ from edge_runtime.observability.metrics import (
     CLOUDSYNC_SENT as SENT,
 )
 from edge_runtime.pubsub.mqtt.backoff import Backoff
+from edge_runtime.support.filestamp import Stamp, stamp
 from edge_runtime.support.sqlitedb import DBError
+from edge_runtime.support.tlserrors import explain, is_tls_error
+from edge_runtime.support.tlsprobe import probe
 
-__all__ = ["Credentials", "SyncClient"]
+__all__ = ["CredentialFiles", "Credentials", "SyncClient"]
 
 log = logging.getLogger("edge_runtime.cloudsync")
 
@@ -70,6 +82,21 @@ class Credentials:
         return self.ca is not None
 
 
+@dataclass(frozen=True, slots=True)
+class CredentialFiles:
+    """Where the credentials' PEMs come from, to read them again after a rotation.
+
+    ``read`` raises ``OSError`` or ``ComponentError`` when a file cannot be read.
+    """
+
+    paths: tuple[Path, ...]
+    read: Callable[[], Credentials]
+
+    def stamp(self) -> Stamp:
+        """See :func:`edge_runtime.support.filestamp.stamp`."""
+        return stamp(self.paths)
+
+
 class _StreamEndedError(Exception):
     """The stream ended; the message says why."""
 
@@ -82,6 +109,7 @@ class SyncClient:
         sources: Sequence[Source], desired: DesiredStore, hlc: HLC, status: SyncStatus,
         data_dir: Path | None = None, batch_size: int = 500, rate_limit: float | None = None,
         backoff: Backoff | None = None, keepalive_s: float = 30.0,
+        credential_files: CredentialFiles | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.device_id = device_id
@@ -95,6 +123,10 @@ class SyncClient:
         self.rate_limit = rate_limit
         self.backoff = backoff or Backoff(1.0, 60.0)
         self.keepalive_s = keepalive_s
+        self.credential_files = credential_files
+        self._stamp: Stamp = ()
+        self._probed: tuple[str, str | None] | None = None  # (grpc's words, the probe's)
+        self._logged_tls = ""  # the TLS failure last logged as an error
         self._task: asyncio.Task[None] | None = None
         self._channel: Any = None
         # Per connection:
@@ -162,7 +194,49 @@ class SyncClient:
         return grpc.aio.insecure_channel(self.endpoint, options=options,
                                          compression=grpc.Compression.Gzip)
 
+    def _reload_credentials(self, *, first: bool = False) -> bool:
+        """Re-read the PEM files when they changed (always when ``first``); whether the
+        credentials changed. A failure is logged once and the previous ones kept."""
+        files = self.credential_files
+        if files is None:
+            return False
+        now = files.stamp()
+        if now == self._stamp:
+            return False
+        self._stamp = now
+        try:
+            creds = files.read()
+        except (OSError, ComponentError) as exc:
+            log.error("cloud sync: the certificate files changed but cannot be read, keeping"  # noqa: TRY400 - a traceback adds nothing
+                      " the previous ones: %s", exc)
+            return False
+        changed = creds != self.credentials
+        self.credentials = creds
+        if changed and not first:
+            log.info("cloud sync: certificate files changed: reloaded from %s",
+                     ", ".join(str(p) for p in files.paths))
+        return changed
+
+    async def _tls_failure(self, details: str) -> str | None:
+        """Why the TLS handshake failed, in words, when that is what happened, else None."""
+        if is_tls_error(details):
+            return f"TLS with {self.endpoint} failed: {explain(details) or 'refused'} ({details})"
+        if self._probed is None or self._probed[0] != details:  # once per distinct failure
+            host, _, port = self.endpoint.rpartition(":")
+            found: str | None = None
+            c = self.credentials
+            if host and port.isdigit() and c.ca is not None:
+                found = await asyncio.to_thread(
+                    probe, host.strip("[]"), int(port), ca=c.ca, cert=c.cert, key=c.key,
+                    server_name=c.server_name)
+            self._probed = (details, found)
+        found = self._probed[1]
+        if found is None or not is_tls_error(found):
+            return None
+        return f"TLS with {self.endpoint} failed: {explain(found) or 'refused'} ({found})"
+
     async def _run(self) -> None:
+        self._reload_credentials(first=True)
         self._channel = self._make_channel()
         stub = sync_pb2_grpc.CloudSyncStub(self._channel)  # type: ignore[no-untyped-call]
         deleter = asyncio.create_task(self._delete_acked(), name="cloudsync:deletes")
@@ -170,12 +244,20 @@ class SyncClient:
             while True:
                 started = time.monotonic()
                 reason = "closed"
+                if self._reload_credentials():
+                    await self._channel.close()
+                    self._channel = self._make_channel()
+                    stub = sync_pb2_grpc.CloudSyncStub(self._channel)  # type: ignore[no-untyped-call]
                 try:
                     await self._session(stub)
                     self.status.last_error = "the cloud closed the stream"
                 except grpc.aio.AioRpcError as exc:
                     reason = exc.code().name.lower()
                     self.status.last_error = f"{exc.code().name}: {exc.details()}"
+                    if self.credentials.tls and exc.code() == grpc.StatusCode.UNAVAILABLE:
+                        tls_error = await self._tls_failure(exc.details() or "")
+                        if tls_error is not None:
+                            reason, self.status.last_error = "tls", tls_error
                 except _StreamEndedError as exc:
                     reason = "ended"
                     self.status.last_error = str(exc)
@@ -187,7 +269,13 @@ class SyncClient:
                     # the stream ends and the next attempt may find room again.
                     reason = "storage"
                     self.status.last_error = str(exc)
-                if self.status.connected:
+                if reason == "tls":
+                    # A person must act: an error, once per distinct failure (not per retry).
+                    level = logging.ERROR if self.status.last_error != self._logged_tls \
+                        else logging.DEBUG
+                    self._logged_tls = self.status.last_error
+                    log.log(level, "cloud sync: %s; retrying with backoff", self.status.last_error)
+                elif self.status.connected:
                     log.warning("cloud sync stream to %s ended: %s", self.endpoint,
                                 self.status.last_error)
                 else:
@@ -255,6 +343,7 @@ class SyncClient:
             self.hlc.update(welcome.server_hlc)
         self.status.connected = True
         self.status.last_error = ""
+        self._logged_tls, self._probed = "", None
         self.status.desired_seq = self.desired.seq
         await self.refresh_backlog()
         self._save_status()

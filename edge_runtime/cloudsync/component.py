@@ -3,7 +3,8 @@
 Metadata: ``endpoint`` (``host:port`` of the cloud's gRPC port, required); ``deviceID``
 (default ``$BALENA_DEVICE_UUID``, else ``/etc/machine-id``, else the app id); ``token``, or
 ``caCert`` + ``clientCert`` + ``clientKey`` for mutual TLS (PEM text, or a file path; relative
-paths resolve under the data dir) with ``serverName`` to expect in the cloud's certificate;
+paths resolve under the data dir) with ``serverName`` to expect in the cloud's certificate
+(files are read again at the next connection attempt once one of them changed: rotation);
 ``stateStores`` (comma-separated ``state.sqlite`` component names whose changes sync);
 ``topics`` (comma-separated ``pubsub/topic`` filters with MQTT wildcards: events published on
 them also go to the cloud); ``drainRateLimit`` (records/s), ``batchSize``, ``keepalive``,
@@ -114,23 +115,41 @@ class CloudSyncComponent:
     async def start(self, sources: Sequence[Source]) -> None:
         """Start the client over ``sources`` (called by the runtime after every component
         is built)."""
-        from edge_runtime.cloudsync.client import Credentials, SyncClient  # grpc: only now
+        from edge_runtime.cloudsync.client import (  # grpc: only now
+            CredentialFiles,
+            Credentials,
+            SyncClient,
+        )
         from edge_runtime.pubsub.mqtt.backoff import Backoff
 
         s = self.settings
-        creds = Credentials(token=s.token, ca=self.pem.get("caCert"),
-                            cert=self.pem.get("clientCert"), key=self.pem.get("clientKey"),
-                            server_name=s.server_name)
+
+        def credentials(pem: dict[str, bytes]) -> Credentials:
+            return Credentials(token=s.token, ca=pem.get("caCert"), cert=pem.get("clientCert"),
+                               key=pem.get("clientKey"), server_name=s.server_name)
+
+        creds = credentials(self.pem)
+        files = {k: v for k, v in self._tls_entries().items() if not _is_pem(v)}
+        reread = CredentialFiles(
+            tuple(self.ctx.resolve_path(v) for v in files.values()),
+            lambda: credentials({k: _pem(self.ctx, k, v) for k, v in self._tls_entries().items()
+                                 if v}),
+        ) if files else None
         client = SyncClient(
             endpoint=s.endpoint, device_id=self.device_id, credentials=creds, sources=sources,
             desired=self.desired, hlc=self.hlc, status=self.status, data_dir=self.ctx.data_dir,
             batch_size=s.batch_size, rate_limit=s.drain_rate_limit,
             backoff=Backoff(s.retry_min_delay, max(s.retry_min_delay, s.retry_max_delay)),
-            keepalive_s=s.keepalive,
+            keepalive_s=s.keepalive, credential_files=reread,
         )
         self.status.streams = []
         client.start()
         self.client = client
+
+    def _tls_entries(self) -> dict[str, str]:
+        s = self.settings
+        return {k: v for k, v in (("caCert", s.ca_cert), ("clientCert", s.client_cert),
+                                  ("clientKey", s.client_key)) if v}
 
     async def stop_client(self) -> None:
         """Stop the client (idempotent); the runtime calls it before closing the stores."""
@@ -152,8 +171,12 @@ class CloudSyncComponent:
         return self.desired.watch_configuration(keys, handler)
 
 
+def _is_pem(value: str) -> bool:
+    return value.lstrip().startswith("-----BEGIN")
+
+
 def _pem(ctx: ComponentContext, name: str, value: str) -> bytes:
-    if value.lstrip().startswith("-----BEGIN"):
+    if _is_pem(value):
         return value.encode()
     path = ctx.resolve_path(value)
     try:

@@ -131,7 +131,8 @@ MQTT_CONNECTION_LOSSES = Counter(
 )
 MQTT_CONNECT_FAILURES = Counter(
     "edge_runtime_mqtt_connect_failures",
-    "Connection attempts that failed, by reason (network, timeout, refused, not_authorized).",
+    "Connection attempts that failed, by reason (network, timeout, tls, refused,"
+    " not_authorized).",
     ["component", "reason"],
     registry=REGISTRY,
 )

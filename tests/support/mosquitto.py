@@ -9,6 +9,9 @@
     broker.kill()                       # SIGKILL: nothing saved since the last autosave
     broker.pause(); broker.resume()     # SIGSTOP/SIGCONT: the socket stays open, no acks
 
+    tls = BrokerTLS(cafile=ca, certfile=cert, keyfile=key, require_certificate=True)
+    broker = Mosquitto(tmp_path, tls=tls)  # the one listener speaks TLS; url is ssl://...
+
 Every wait is bounded. :func:`require_mosquitto` skips the test when mosquitto is missing;
 the pytest fixtures live in the test packages (``tests/pubsub/conftest.py``).
 """
@@ -22,12 +25,16 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 import pytest
 
-__all__ = ["Mosquitto", "free_port", "make_password_file", "mosquitto_path", "require_mosquitto"]
+__all__ = [
+    "BrokerTLS", "Mosquitto", "free_port", "make_password_file", "mosquitto_path",
+    "require_mosquitto",
+]
 
 _CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto")
 
@@ -68,12 +75,38 @@ def make_password_file(path: Path, user: str, password: str) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class BrokerTLS:
+    """TLS for the broker's listener (mosquitto's options of the same names).
+
+    ``cafile`` verifies client certificates; ``require_certificate`` refuses clients without
+    one; ``use_identity_as_username`` makes the certificate's CN the user name.
+    """
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+    use_identity_as_username: bool = False
+
+    def config_lines(self) -> list[str]:
+        """The lines that follow the ``listener`` line."""
+        return [
+            f"cafile {self.cafile}",
+            f"certfile {self.certfile}",
+            f"keyfile {self.keyfile}",
+            f"require_certificate {'true' if self.require_certificate else 'false'}",
+            f"use_identity_as_username {'true' if self.use_identity_as_username else 'false'}",
+        ]
+
+
 class Mosquitto:
     """One mosquitto process with a generated config under ``workdir``.
 
     ``anonymous=False`` with a ``password_file`` (see :func:`make_password_file`) makes a
     broker that checks credentials; ``extra_config`` lines are appended to the generated
-    config. The port is fixed at construction, so restarts keep it.
+    config. The port is fixed at construction, so restarts keep it. With ``tls`` the listener
+    speaks TLS only (the files are read again at every start, so a test can rotate them).
     """
 
     def __init__(
@@ -84,6 +117,7 @@ class Mosquitto:
         anonymous: bool = True,
         password_file: Path | None = None,
         extra_config: str = "",
+        tls: BrokerTLS | None = None,
     ) -> None:
         self.executable = require_mosquitto()
         self.workdir = workdir
@@ -94,12 +128,13 @@ class Mosquitto:
         self._anonymous = anonymous
         self._password_file = password_file
         self._extra = extra_config
+        self.tls = tls
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """``tcp://127.0.0.1:PORT``."""
-        return f"tcp://127.0.0.1:{self.port}"
+        """``tcp://127.0.0.1:PORT`` (``ssl://...`` with ``tls``)."""
+        return f"{'ssl' if self.tls else 'tcp'}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -115,6 +150,7 @@ class Mosquitto:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} 127.0.0.1",
+            *(self.tls.config_lines() if self.tls else []),
             f"allow_anonymous {'true' if self._anonymous else 'false'}",
             "persistence true",
             f"persistence_location {self.data_dir}/",

@@ -77,9 +77,13 @@ class MqttBinding:
         out: dict[str, str] = {}
         if self.producer is not None:
             out["producer.connected"] = str(self.producer.connected).lower()
+            if self.producer.last_error:
+                out["producer.lastError"] = self.producer.last_error
         if self._input:
             out["consumer.connected"] = str(self.consumer is not None
                                             and self.consumer.connected).lower()
+            if self.consumer is not None and self.consumer.last_error:
+                out["consumer.lastError"] = self.consumer.last_error
         if self._outbox is not None:
             out["outbox"] = str(self._outbox.count)
         return out

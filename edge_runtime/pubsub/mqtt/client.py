@@ -11,6 +11,16 @@ gives up on refused credentials, detects takeovers). Every CONNACK re-subscribes
 filters in one SUBSCRIBE; filters tracked before the first CONNECT and ``on_message`` set before
 it mean a persistent session's queued messages find their handler.
 
+TLS: the context comes from the component (``metadata.py``); a handshake the broker refuses
+after it completed on our side (TLS 1.3 sends the verdict on our client certificate later)
+shows up as a socket error while reading the CONNACK. paho logs socket errors itself; its log
+goes through :class:`_PahoLog`, which keeps the last one so the failure names it (a refused
+connection is :class:`ConnectFailedError` ``tls`` with an explanation from
+:mod:`edge_runtime.support.tlserrors`) and logs it at debug (the supervisor reports it once).
+Rotation: before each attempt, when the PEM files the context came from changed, a new context
+is built from them and used from this attempt on (a file that does not make one is logged and
+the previous context kept).
+
 Waits for acks go through :class:`~edge_runtime.pubsub.mqtt.acks.AckWaiters`. A connection
 loss fails them all with :class:`NotConnectedError` and drops paho's resend queue: the outbox
 owns republishing (so a QoS 2 publish, resent under a new id, may arrive twice).
@@ -29,8 +39,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -48,6 +59,7 @@ from edge_runtime.pubsub.mqtt.model import ClientOptions, ConnectFailedError, In
 from edge_runtime.pubsub.mqtt.subscriptions import SubscriptionTable
 from edge_runtime.pubsub.mqtt.supervisor import Supervisor
 from edge_runtime.pubsub.mqtt.window import Window
+from edge_runtime.support.tlserrors import explain, is_tls_error
 
 __all__ = ["ClientOptions", "Incoming", "MqttClient"]
 
@@ -57,6 +69,25 @@ _AUTH_REFUSED = (134, 135, 140)  # bad user name or password, not authorized, ba
 _SESSION_TAKEN_OVER = 142
 _SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5: keep the session as 3.1.1 cleanSession=false does
 _CLOSE_GRACE_S = 1.0
+_SOCKET_ERRORS = ("failed to receive on socket", "failed to send on socket", "timeout on socket")
+
+
+class _PahoLog(logging.LoggerAdapter[logging.Logger]):
+    """paho's logger, except that its socket errors are handed to ``keep`` and logged at
+    debug: the client reports them once, in its own words, instead of paho at every attempt.
+    Formatting happens only for those (paho logs every packet at debug)."""
+
+    def __init__(self, logger: logging.Logger, keep: Callable[[str], None]) -> None:
+        super().__init__(logger, {})
+        self._keep = keep
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        """See :class:`logging.Logger`; paho calls ``log(level, fmt, *args)``."""
+        if isinstance(msg, str) and msg.startswith(_SOCKET_ERRORS):
+            text = msg % args if args else msg
+            self._keep(text.split(": ", 1)[-1])
+            level = logging.DEBUG
+        self.logger.log(level, msg, *args, **kwargs)
 
 
 class MqttClient:
@@ -78,6 +109,8 @@ class MqttClient:
         self._subs = SubscriptionTable(self.name)
         self._window = Window(options.inflight)
         self._tasks: list[asyncio.Task[None]] = []
+        self._socket_error: str | None = None  # the last one paho logged on this connection
+        self._tls_stamp = options.tls_files.built_at if options.tls_files else ()
         self.supervisor = Supervisor(
             self.name, options.client_id, self._connect_once, self._lost_evt,
             Backoff(options.reconnect_min, options.reconnect_max),
@@ -101,7 +134,9 @@ class MqttClient:
         )
         client.max_inflight_messages = 0  # our Window is the limit; paho must never queue
         client.connect_timeout = o.connect_timeout
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        # paho only calls ``log``; the adapter stands in for the Logger it is typed to take.
+        client.enable_logger(cast(logging.Logger, _PahoLog(logging.getLogger(f"{__name__}.paho"),
+                                                           self._keep_socket_error)))
         if o.username is not None:
             client.username_pw_set(o.username, o.password)
         if o.tls is not None:
@@ -126,6 +161,12 @@ class MqttClient:
         """Connected, and the broker answered the (UN)SUBSCRIBE sent at the CONNACK: every
         tracked filter is in place (a refused one is logged)."""
         return self._connected and self._subs.settled
+
+    @property
+    def last_error(self) -> str:
+        """Why the last connection attempt failed or the last connection ended ("" once
+        connected again)."""
+        return self.supervisor.last_error
 
     @property
     def in_flight(self) -> int:
@@ -353,11 +394,21 @@ class MqttClient:
         o = self.options
         loop = asyncio.get_running_loop()
         self._connack = connack = loop.create_future()
+        self._socket_error = None
         self._thread = thread = loop.run_in_executor(None, self._blocking_connect)
         try:
             # shielded: when we are cancelled the thread runs on; close() waits for it
             await asyncio.shield(thread)
         except (OSError, ValueError) as exc:  # DNS, refused, timeout, TLS (SSLError is OSError)
+            if isinstance(exc, ssl.SSLError | ssl.CertificateError) or (
+                    o.tls is not None and is_tls_error(str(exc))):
+                raise self._tls_refused(str(exc)) from None
+            if o.tls is not None and isinstance(exc, ConnectionResetError):
+                # The TCP connection was accepted, so the reset came with our ClientHello.
+                raise ConnectFailedError(
+                    "tls", f"TLS with {o.host}:{o.port} failed: the server reset the connection"
+                    f" during the TLS handshake (is it a TLS listener? check the url scheme and"
+                    f" port) ({exc})") from None
             raise ConnectFailedError("network", f"cannot connect to {o.host}:{o.port}: {exc}") \
                 from None
         finally:
@@ -379,9 +430,43 @@ class MqttClient:
                 kind, f"{o.host}:{o.port} refused client id {o.client_id!r}: {reason}"
             )
 
+    def _tls_refused(self, error: str) -> ConnectFailedError:
+        o = self.options
+        why = explain(error) or "the TLS handshake failed"
+        return ConnectFailedError("tls", f"TLS with {o.host}:{o.port} failed: {why} ({error})")
+
+    def _keep_socket_error(self, error: str) -> None:
+        self._socket_error = error
+
+    def _refresh_tls(self) -> None:
+        """Use a new TLS context when its PEM files changed since the current one was built.
+
+        Runs in the connect thread, while the loop leaves paho alone.
+        """
+        files = self.options.tls_files
+        if files is None:
+            return
+        stamp = files.stamp()
+        if stamp == self._tls_stamp:
+            return
+        self._tls_stamp = stamp  # a bad file is reported once, not at every attempt
+        try:
+            context = files.build()
+        except ValueError as exc:
+            log.error(  # noqa: TRY400 - the message says it all; a traceback adds nothing
+                "MQTT %s: the certificate files changed but cannot be used, keeping the"
+                " previous ones: %s", self.name, exc)
+            return
+        # paho 2.x offers no way to replace a context once set (tls_set_context refuses), and
+        # reads this attribute at every handshake.
+        self._paho._ssl_context = context
+        log.info("MQTT %s: certificate files changed: TLS reloaded from %s", self.name,
+                 ", ".join(str(p) for p in files.paths))
+
     def _blocking_connect(self) -> None:
         """In an executor thread: DNS, TCP connect, TLS handshake; CONNECT is queued."""
         o = self.options
+        self._refresh_tls()
         keepalive = math.ceil(o.keepalive)
         if not o.mqtt5:
             self._paho.connect(o.host, o.port, keepalive)
@@ -442,12 +527,17 @@ class MqttClient:
         self._paho.drop_out_messages()  # their publish() calls fail below; the outbox resends
         self._subs.connection_lost()
         self._acks.fail_all(f"the connection to the MQTT broker was lost ({reason})")
+        error, self._socket_error = self._socket_error, None
         if self._connack is not None and not self._connack.done():
-            self._connack.set_exception(
-                ConnectFailedError("network", f"the broker closed the connection: {reason}")
-            )
+            if error is not None and self.options.tls is not None and is_tls_error(error):
+                failure = self._tls_refused(error)
+            else:
+                failure = ConnectFailedError(
+                    "network", f"the broker closed the connection: {error or reason}")
+            self._connack.set_exception(failure)
         if was_connected and not self._closed:
-            self.supervisor.lost(str(reason), taken_over=reason.value == _SESSION_TAKEN_OVER)
+            self.supervisor.lost(f"{reason}: {error}" if error else str(reason),
+                                 taken_over=reason.value == _SESSION_TAKEN_OVER)
         self._lost_evt.set()
 
     def _on_publish(self, _client: paho.Client, _userdata: Any, mid: int, reason: ReasonCode,

@@ -14,23 +14,27 @@ and ``publishTimeout`` (20s, Dapr's fixed wait: the longest wait for a PUBACK/SU
 
 Differences from Dapr, on purpose: ``qos`` above 2 is an error (Dapr lets 3-7 pass); TLS files
 given with a plain ``tcp://`` URL are ignored with a warning (Dapr ignores them silently).
+Certificate rotation: when PEMs are given as file paths, :class:`TlsFiles` lets the client
+rebuild the context before a connection attempt once one of the files changed (Dapr reads
+them once). There is no option that turns verification off (Dapr's mqtt3 has none either).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from edge_runtime.config.metadata import decode, meta, problem
+from edge_runtime.config.metadata import MetadataError, decode, meta, problem
 from edge_runtime.pubsub.mqtt import topics
 from edge_runtime.registry import ComponentContext
+from edge_runtime.support.filestamp import Stamp, stamp
+from edge_runtime.support.tlsprobe import load_cert_chain_pem
 
-__all__ = ["MqttMetadata", "MqttSettings", "parse"]
+__all__ = ["MqttMetadata", "MqttSettings", "TlsFiles", "parse"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,32 @@ class MqttMetadata:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The PEM files a TLS context was built from, and how to build it again.
+
+    A client compares :meth:`stamp` with the one its context was built at (``built_at`` for
+    the context in :class:`MqttSettings`) and calls :meth:`build` when they differ. Each
+    client keeps its own stamp: a binding's two connections share this object.
+    """
+
+    paths: tuple[Path, ...]
+    built_at: Stamp
+    _build: Callable[[], ssl.SSLContext] = field(repr=False, compare=False)
+
+    def stamp(self) -> Stamp:
+        """See :func:`edge_runtime.support.filestamp.stamp`."""
+        return stamp(self.paths)
+
+    def build(self) -> ssl.SSLContext:
+        """A new context from the files as they are now; ``ValueError`` (naming the entry
+        and the file) when they do not make one."""
+        try:
+            return self._build()
+        except MetadataError as exc:
+            raise ValueError(str(exc)) from None
+
+
+@dataclass(frozen=True, slots=True)
 class MqttSettings:
     """Everything the component needs, checked: the metadata plus what the URL and PEMs say.
 
@@ -78,6 +108,7 @@ class MqttSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    tls_files: TlsFiles | None = field(default=None, compare=False, repr=False)
 
     @property
     def mqtt5(self) -> bool:
@@ -118,15 +149,21 @@ def parse(ctx: ComponentContext) -> MqttSettings:
     except ValueError as exc:
         raise problem(manifest, md, "url", str(exc)) from None
     tls: ssl.SSLContext | None = None
+    files: TlsFiles | None = None
     pem_names = [n for n, v in _pem_fields(settings) if v]
     if scheme in TLS_SCHEMES:
+        paths = tuple(ctx.resolve_path(v.strip()) for _, v in _pem_fields(settings)
+                      if v and "-----BEGIN" not in v)
+        built_at = stamp(paths)  # before reading them: a change meanwhile is seen later
         tls = _tls_context(ctx, settings)
+        if paths:
+            files = TlsFiles(paths, built_at, lambda: _tls_context(ctx, settings))
     elif pem_names:
         log.warning(
             "%s: %s ignored: the url scheme %r is plain TCP (use ssl:// or mqtts:// for TLS)",
             manifest.describe(), ", ".join(pem_names), scheme,
         )
-    return MqttSettings(settings, host, port, client_id, username, password, tls)
+    return MqttSettings(settings, host, port, client_id, username, password, tls, files)
 
 
 def _split_url(url: str) -> tuple[str, str, int, str | None, str | None]:
@@ -172,7 +209,7 @@ def _pem_text(ctx: ComponentContext, name: str, value: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise problem(
             ctx.manifest, ctx.metadata, name,
-            f"expected PEM text (-----BEGIN ...) or a readable PEM file, got {value[:60]!r}"
+            f"expected PEM text (-----BEGIN ...) or a readable PEM file; cannot read {path}"
             f" ({exc.__class__.__name__}: {getattr(exc, 'strerror', None) or exc})",
         ) from None
 
@@ -200,22 +237,10 @@ def _tls_context(ctx: ComponentContext, settings: MqttMetadata) -> ssl.SSLContex
         cert = _pem_text(ctx, "clientCert", settings.client_cert)
         key = _pem_text(ctx, "clientKey", settings.client_key)
         try:
-            _load_cert_chain(context, cert, key)
+            load_cert_chain_pem(context, cert, key)
         except (ssl.SSLError, ValueError) as exc:
             raise problem(
                 manifest, md, "clientCert",
                 f"clientCert and clientKey are not a usable PEM certificate and key: {exc}",
             ) from None
     return context
-
-
-def _load_cert_chain(context: ssl.SSLContext, cert: str, key: str) -> None:
-    """``load_cert_chain`` only reads files: write the PEMs into a private (0700) temporary
-    folder, load them, and remove the folder at once (the context keeps them in memory)."""
-    with tempfile.TemporaryDirectory(prefix="edge-runtime-tls-") as tmp:
-        cert_path, key_path = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-        for path, text in ((cert_path, cert), (key_path, key)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(text)
-        context.load_cert_chain(cert_path, key_path)

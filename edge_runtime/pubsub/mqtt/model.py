@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_runtime.pubsub.mqtt.metadata import TlsFiles
 
 __all__ = ["ClientOptions", "ConnectFailedError", "Incoming"]
 
@@ -12,8 +16,10 @@ __all__ = ["ClientOptions", "ConnectFailedError", "Incoming"]
 class ClientOptions:
     """How to connect. ``name`` labels logs and metrics (the component name).
 
-    ``ack_timeout`` bounds every wait for a PUBACK/SUBACK/UNSUBACK; ``inflight`` is the most
-    publishes waiting for their ack at a time (lowered to an MQTT 5 broker's Receive Maximum).
+    ``tls_files``: where ``tls`` came from, rebuilt before a connection attempt once they
+    changed (certificate rotation). ``ack_timeout`` bounds every wait for a
+    PUBACK/SUBACK/UNSUBACK; ``inflight`` is the most publishes waiting for their ack at a time
+    (lowered to an MQTT 5 broker's Receive Maximum).
     """
 
     host: str
@@ -26,6 +32,7 @@ class ClientOptions:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tls: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    tls_files: TlsFiles | None = field(default=None, repr=False, compare=False)
     connect_timeout: float = 10.0
     ack_timeout: float = 20.0
     reconnect_min: float = 0.5
@@ -49,7 +56,8 @@ class Incoming:
 
 class ConnectFailedError(Exception):
     """One connection attempt failed; ``reason`` is the metric label (``network``,
-    ``timeout``, ``refused`` or ``not_authorized``, which stops the retries)."""
+    ``timeout``, ``tls`` (a certificate refused by either side), ``refused`` or
+    ``not_authorized``, which stops the retries)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

@@ -72,7 +72,7 @@ class MqttPubSub:
                 host=settings.host, port=settings.port, client_id=settings.client_id,
                 name=name, mqtt5=settings.mqtt5, clean_session=md.clean_session,
                 keepalive=md.keep_alive, username=settings.username,
-                password=settings.password, tls=settings.tls,
+                password=settings.password, tls=settings.tls, tls_files=settings.tls_files,
                 connect_timeout=md.connect_timeout, ack_timeout=md.publish_timeout,
                 reconnect_min=md.reconnect_min, reconnect_max=md.reconnect_max,
                 inflight=md.inflight,
@@ -100,6 +100,12 @@ class MqttPubSub:
     def connected(self) -> bool:
         """Whether the broker accepted our connection and it is up now."""
         return self.client.connected
+
+    @property
+    def last_error(self) -> str:
+        """Why the last connection attempt failed or the connection ended; "" once connected
+        (shown as ``pubsub.<name>.lastError`` in ``/v1.0/metadata``)."""
+        return self.client.last_error
 
     @property
     def subscribed(self) -> bool:

@@ -3,7 +3,10 @@
 :meth:`Supervisor.run` (the body of a named task owned by the client) calls ``connect_once``,
 waits until the connection is lost, sleeps a full-jitter backoff delay and starts again. It
 stops for good, logging an error and leaving the client disconnected, when an attempt fails
-with reason ``not_authorized``: retrying wrong credentials only fills the broker's log.
+with reason ``not_authorized``: retrying wrong credentials only fills the broker's log. A TLS
+refusal (reason ``tls``: a certificate either side does not accept) is retried with backoff, as
+certificates get fixed or rotated without a restart; it is logged as an error, and each
+failure is logged once until it changes or a connection succeeds (:attr:`last_error` keeps it).
 
 The client reports every accepted connection (:meth:`Supervisor.connected`) and every loss of
 one (:meth:`Supervisor.lost`). A loss right after the CONNACK, several times in a row, is a
@@ -53,6 +56,8 @@ class Supervisor:
         """Connection attempts made so far."""
         self.given_up: str | None = None
         """Why retrying stopped (the broker refused our credentials), else ``None``."""
+        self.last_error = ""
+        """Why the last attempt failed or the last connection ended; "" while connected."""
         self._connect_once = connect_once
         self._lost = lost
         self._now = False
@@ -69,6 +74,7 @@ class Supervisor:
                 await self._connect_once()
             except ConnectFailedError as exc:
                 M.MQTT_CONNECT_FAILURES.labels(self.name, exc.reason).inc()
+                changed, self.last_error = str(exc) != self.last_error, str(exc)
                 if exc.reason == "not_authorized":
                     self.given_up = str(exc)
                     log.error(  # noqa: TRY400 - an expected refusal: a traceback adds nothing
@@ -76,9 +82,12 @@ class Supervisor:
                         self.name, exc,
                     )
                     return
-                # The first failure of an outage is worth a warning; the rest would flood.
-                level = logging.WARNING if self.backoff.attempt == 0 else logging.DEBUG
-                log.log(level, "MQTT %s: %s; retrying", self.name, exc)
+                # The first failure of an outage (or a new one) is worth a warning; the same
+                # one again would flood. A refused certificate needs a person: an error.
+                level = logging.ERROR if exc.reason == "tls" else logging.WARNING
+                if not (changed or self.backoff.attempt == 0):
+                    level = logging.DEBUG
+                log.log(level, "MQTT %s: %s; retrying with backoff", self.name, exc)
             else:
                 await self._lost.wait()
             if self._now:
@@ -92,6 +101,7 @@ class Supervisor:
 
     def connected(self) -> None:
         """A CONNACK accepted a connection."""
+        self.last_error = ""
         self.flap.connected(time.monotonic())
 
     def lost(self, reason: str, *, taken_over: bool = False) -> None:
@@ -101,6 +111,7 @@ class Supervisor:
             self.flap.forget()
             return
         M.MQTT_CONNECTION_LOSSES.labels(self.name).inc()
+        self.last_error = f"connection lost: {reason}"
         if self.flap.lost(time.monotonic()):
             self.backoff.reset()
             self._takeover_reported = False
