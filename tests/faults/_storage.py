@@ -65,7 +65,7 @@ class Recorder:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
 
-    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, rc: object,
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, _rc: object,
                     _p: object) -> None:
         client.subscribe(f"{TOPIC}/#", qos=1)
         self._subscribed.set()
@@ -125,7 +125,7 @@ class Counts:
         return self.deliveries - self.received
 
     def settle(self, recorder: Recorder) -> None:
-        with recorder._lock:  # noqa: SLF001 - the recorder's own lock, a consistent snapshot
+        with recorder._lock:  # a consistent snapshot
             seen = dict(recorder.seen)
         self.received = len(seen)
         self.deliveries = sum(seen.values())
