@@ -30,6 +30,10 @@ from tests.support.sidecar import SidecarProcess
 
 pytestmark = pytest.mark.broker
 
+# README (Durability): `normal` may lose the commits since the last checkpoint, at most 1000
+# WAL pages; the slack is the one transaction that crosses the threshold.
+WAL_WINDOW_BYTES = (1000 + 100) * (4096 + 24)
+
 
 @pytest.fixture
 def powercut(tmp_path: Path) -> PowerCutMount:
@@ -80,6 +84,7 @@ async def power_cuts(
     counts = Counts(f"power cut {durability}", extra=f"seed={seed}")
     at = sorted(rng.uniform(0.1, 0.9) * messages for _ in range(cuts))
     runs: list[set[int]] = []
+    wal_pages: list[int] = []  # per cut: unsynced 4 KiB pages of -wal files the cut dropped
     try:
         await pub.start()
         flow = Publishers(pub, publishers, messages, counts)
@@ -95,6 +100,8 @@ async def power_cuts(
             await asyncio.sleep(rng.uniform(0, 0.05))
             await pub.kill()  # the power goes: the process first, then the disk's cache
             flow.paused.set()
+            pending = await asyncio.to_thread(mount.pending)
+            wal_pages.append(sum(v["pages"] for k, v in pending.items() if k.endswith("-wal")))
             before = set().union(*runs) if runs else set()
             runs.append(set(counts.acknowledged) - before)
             await asyncio.to_thread(mount.cut)
@@ -106,17 +113,25 @@ async def power_cuts(
             flow.paused.clear()
         await flow.wait()
         assert await drained(pub, 120), "the publisher's outbox did not drain"
-        missing = await recorder.wait_for(counts.acknowledged, 30 if durability == "full" else 10)
+        # Once drained, what the broker took arrives within moments; in normal mode the ids
+        # lost at a cut never will, so that wait is short.
+        missing = await recorder.wait_for(counts.acknowledged, 30 if durability == "full" else 3)
         counts.settle(recorder)
         per_cut = [(len(acked), len(acked & missing)) for acked in runs]
         after = set(counts.acknowledged) - set().union(*runs)
-        counts.extra += f" lost per cut (acknowledged in that run, lost)={per_cut}"
+        counts.extra += (f" lost per cut (acknowledged in that run, lost)={per_cut};"
+                         f" unsynced WAL pages dropped per cut={wal_pages}")
         print(counts.line())
         assert counts.runs == cuts
         assert len(counts.acknowledged) > messages // 2
         # Whatever the mode: nothing acknowledged after the last cut, and nothing that had
         # survived a cut, is lost: the loss is confined to the run the power was cut in.
         assert not (missing & after), f"lost after the last cut: {sorted(missing & after)[:20]}"
+        if durability == "normal":
+            # The README's window: the WAL is fsynced at checkpoints, SQLite's autocheckpoint
+            # runs at 1000 frames (4 KiB pages + 24-byte headers); one group commit more may
+            # be written before it does.
+            assert max(wal_pages) * 4096 <= WAL_WINDOW_BYTES, wal_pages
         return counts, per_cut
     finally:
         await pub.stop()
@@ -125,12 +140,12 @@ async def power_cuts(
 
 
 async def test_power_cuts_full_short(tmp_path: Path, powercut: PowerCutMount) -> None:
-    counts, _ = await power_cuts(tmp_path, powercut, cuts=3, messages=1500, durability="full")
+    counts, _ = await power_cuts(tmp_path, powercut, cuts=3, messages=900, durability="full")
     assert counts.lost == 0
 
 
 async def test_power_cuts_normal_short(tmp_path: Path, powercut: PowerCutMount) -> None:
-    await power_cuts(tmp_path, powercut, cuts=2, messages=1000, durability="normal")
+    await power_cuts(tmp_path, powercut, cuts=2, messages=600, durability="normal")
 
 
 @pytest.mark.faults_long

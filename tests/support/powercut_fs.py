@@ -1,12 +1,13 @@
 """A FUSE passthrough filesystem that loses what was not fsynced when the power is "cut".
 
-Run as a process: ``python powercut_fs.py BACKING MOUNTPOINT`` (foreground; needs /dev/fuse,
+Run as a process: ``python powercut_fs.py BACKING MOUNTPOINT SOCKET`` (foreground; needs /dev/fuse,
 libfuse3 and the ``mfusepy`` package). The mount shows the files of ``BACKING``. Data written
 through it stays in this process's memory, per file, like dirty pages in a page cache, until
 that file is fsynced (``fsync``/``fdatasync``: both arrive as FUSE fsync), which writes the
 file's pending pages and its size to ``BACKING``. A power cut is ``kill -9`` of this process:
-the pending data is gone, and ``BACKING`` holds exactly what was synced. Unmount afterwards
-(``fusermount3 -uz``) and mount again on the same ``BACKING`` to "boot".
+the pending data is gone, and ``BACKING`` holds exactly what was synced. A third argument names
+a Unix socket that answers with the unsynced pages per file (what a cut would lose now).
+Unmount afterwards (``fusermount3 -uz``) and mount again on the same ``BACKING`` to "boot".
 
 Simplifications (stated so that results are read right): metadata (create, unlink, rename,
 mkdir, chmod) is applied to ``BACKING`` at once, as a journaling filesystem would after a
@@ -22,8 +23,10 @@ needs here).
 it cannot run here (or ``None``).
 """
 
+# ruff: noqa: ARG002 - the operations' signatures are mfusepy's (it passes every argument)
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -242,7 +245,7 @@ def fuse_unavailable() -> str | None:
         return "fusermount3 is missing (Debian package fuse3) and we are not root"
     try:
         import mfusepy  # noqa: F401
-    except (ImportError, OSError, EnvironmentError) as exc:
+    except (ImportError, OSError) as exc:
         return f"mfusepy cannot load libfuse3 (pip mfusepy, Debian package fuse3): {exc}"
     return None
 
@@ -256,6 +259,22 @@ class PowerCutMount:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = backing.parent / f"{mountpoint.name}.fuse.log"
         self.cuts = 0
+        self.stats_socket = backing.parent / f"{mountpoint.name}.fuse.sock"
+
+    def pending(self) -> dict[str, dict[str, int]]:
+        """Unsynced state per file ({"/data/outbox.db-wal": {"pages": n, "size": bytes}}):
+        what a cut now would lose."""
+        import json
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(self.stats_socket))
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        result: dict[str, dict[str, int]] = json.loads(b"".join(chunks))
+        return result
 
     def mount(self, timeout: float = 10) -> None:
         """Start the filesystem; returns once the mount is live."""
@@ -263,7 +282,8 @@ class PowerCutMount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, str(self.backing), str(self.mountpoint)],
+                [sys.executable, __file__, str(self.backing), str(self.mountpoint),
+                 str(self.stats_socket)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
         deadline = time.monotonic() + timeout
@@ -305,12 +325,32 @@ class PowerCutMount:
         subprocess.run(cmd, capture_output=True, check=False, timeout=10)
 
 
+def _serve_stats(fs: PowerCutFS, sock_path: str) -> None:
+    """Answer each connection to ``sock_path`` with the unsynced bytes per file (JSON), so a
+    test can see what a cut is about to lose (a thread: the main one is inside libfuse)."""
+    import json
+    import socket
+
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(sock_path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(sock_path)
+    server.listen(4)
+    while True:
+        conn, _ = server.accept()
+        with conn, fs._mu:
+            stats = {path: {"pages": len(p.pages), "size": p.size}
+                     for path, p in fs.pending.items()}
+            conn.sendall(json.dumps(stats).encode())
+
+
 def main() -> None:
     import mfusepy
 
-    backing, mountpoint = sys.argv[1], sys.argv[2]
-    mfusepy.FUSE(PowerCutFS(os.path.abspath(backing)), mountpoint, foreground=True,
-                 nothreads=False)
+    backing, mountpoint, sock_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    fs = PowerCutFS(os.path.abspath(backing))
+    threading.Thread(target=_serve_stats, args=(fs, sock_path), daemon=True).start()
+    mfusepy.FUSE(fs, mountpoint, foreground=True, nothreads=False)
 
 
 if __name__ == "__main__":
