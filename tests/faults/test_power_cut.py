@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,13 +37,13 @@ WAL_WINDOW_BYTES = (1000 + 100) * (4096 + 24)
 
 
 @pytest.fixture
-def powercut(tmp_path: Path) -> PowerCutMount:
+def powercut(tmp_path: Path) -> Iterator[PowerCutMount]:
     why = fuse_unavailable()
     if why:
         pytest.skip(f"no FUSE power-cut filesystem here: {why}")
     mount = PowerCutMount(tmp_path / "disk", tmp_path / "mnt")
     mount.mount()
-    yield mount  # type: ignore[misc]
+    yield mount
     mount.unmount()
 
 
@@ -127,6 +128,8 @@ async def power_cuts(
         # Whatever the mode: nothing acknowledged after the last cut, and nothing that had
         # survived a cut, is lost: the loss is confined to the run the power was cut in.
         assert not (missing & after), f"lost after the last cut: {sorted(missing & after)[:20]}"
+        # A cut is not corruption: WAL recovery, never a quarantine (in either mode).
+        assert not (pub.data / "quarantine").exists(), sorted((pub.data / "quarantine").iterdir())
         if durability == "normal":
             # The README's window: the WAL is fsynced at checkpoints, SQLite's autocheckpoint
             # runs at 1000 frames (4 KiB pages + 24-byte headers); one group commit more may
