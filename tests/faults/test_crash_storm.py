@@ -91,3 +91,8 @@ async def test_crash_storm_short(tmp_path: Path) -> None:
 @pytest.mark.faults_long
 async def test_crash_storm_long(tmp_path: Path) -> None:
     await crash_storm(tmp_path, kills=20, messages=20_000, broker_restarts=10)
+
+
+async def test_crash_storm_normal_short(tmp_path: Path) -> None:
+    """``--durability normal`` promises the same for a process crash (not a power cut)."""
+    await crash_storm(tmp_path, kills=3, messages=1000, broker_restarts=2, durability="normal")
