@@ -146,8 +146,10 @@ class Publishers:
     sidecar killed, a 5xx) is not acknowledged; the id is not retried (it may still arrive:
     it was committed before the reply was lost)."""
 
-    def __init__(self, sidecar: SidecarProcess, n: int, total: int, counts: Counts) -> None:
+    def __init__(self, sidecar: SidecarProcess, n: int, total: int, counts: Counts,
+                 *, state_store: str | None = None) -> None:
         self.sidecar = sidecar
+        self.state_store = state_store  # save key ``k<i>`` there instead of publishing
         self.n = n
         self.total = total
         self.counts = counts
@@ -176,9 +178,13 @@ class Publishers:
                     return
                 self.counts.published += 1
                 try:
-                    r = await client.post(
-                        f"{self.sidecar.url}/v1.0/publish/mqtt/{TOPIC}/{k}", json={"i": i}
-                    )
+                    if self.state_store is None:
+                        r = await client.post(
+                            f"{self.sidecar.url}/v1.0/publish/mqtt/{TOPIC}/{k}", json={"i": i}
+                        )
+                    else:
+                        r = await client.post(f"{self.sidecar.url}/v1.0/state/{self.state_store}",
+                                              json=[{"key": f"k{i}", "value": {"i": i}}])
                 except (httpx.HTTPError, KeyError):
                     self.statuses[0] += 1
                     await asyncio.sleep(0.02)

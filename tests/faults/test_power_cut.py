@@ -6,6 +6,7 @@ then kill -9 of the filesystem process, unmount, mount again on what was synced,
 - ``--durability full``: zero acknowledged publishes lost over repeated cuts while N HTTP
   clients publish (in some runs the broker is stopped first, so the outbox holds a backlog at
   the cut).
+- State saves (``full``): every acknowledged key is readable after repeated cuts.
 - ``--durability normal``: acknowledged publishes may be lost, only from the run that was cut
   (what survived one cut survives the next) and within the window the README states (the WAL
   is fsynced at checkpoints only, at most 1000 pages); the loss is measured and printed.
@@ -160,3 +161,68 @@ async def test_power_cuts_full_long(tmp_path: Path, powercut: PowerCutMount) -> 
 @pytest.mark.faults_long
 async def test_power_cuts_normal_long(tmp_path: Path, powercut: PowerCutMount) -> None:
     await power_cuts(tmp_path, powercut, cuts=20, messages=12_000, durability="normal")
+
+
+STATE = """
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: statestore}
+spec:
+  type: state.sqlite
+  version: v1
+  metadata:
+  - {name: connectionString, value: state.db}
+"""
+
+
+async def state_power_cuts(root: Path, mount: PowerCutMount, *, cuts: int, keys: int,
+                           seed: int | None = None, durability: str = "full") -> Counts:
+    """Save ``keys`` keys (one per request, 8 clients) with ``--durability full`` and
+    ``cuts`` power cuts; afterwards every acknowledged key must be readable."""
+    seed = random.randrange(1 << 30) if seed is None else seed
+    rng = random.Random(seed)
+    dev = SidecarProcess(root, "state", STATE, extra=["--durability", durability],
+                         log_level="warn")
+    dev.data = mount.mountpoint / "state-data"
+    counts = Counts(f"power cut state {durability}", extra=f"seed={seed}")
+    try:
+        await dev.start()
+        flow = Publishers(dev, 8, keys, counts, state_store="statestore")
+        flow.start()
+        for threshold in sorted(rng.uniform(0.1, 0.9) * keys for _ in range(cuts)):
+            while counts.published < threshold and not flow.done:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(rng.uniform(0, 0.05))
+            await dev.kill()
+            flow.paused.set()
+            await asyncio.to_thread(mount.cut)
+            counts.runs += 1
+            await asyncio.to_thread(mount.mount)
+            await dev.start()
+            flow.paused.clear()
+        await flow.wait()
+        found: set[int] = set()
+        acked = sorted(counts.acknowledged)
+        async with dev.client(timeout=30) as c:
+            for start in range(0, len(acked), 200):
+                r = await c.post("/v1.0/state/statestore/bulk", json={
+                    "keys": [f"k{i}" for i in acked[start:start + 200]]})
+                found |= {item["data"]["i"] for item in r.json() if "data" in item}
+        counts.received = counts.deliveries = len(found)
+        counts.lost = len(counts.acknowledged - found)
+        print(counts.line().replace("received", "readable"))
+        assert counts.runs == cuts
+        assert len(counts.acknowledged) > keys // 2
+        assert counts.lost == 0, sorted(counts.acknowledged - found)[:20]
+        return counts
+    finally:
+        await dev.stop()
+
+
+async def test_power_cuts_state_short(tmp_path: Path, powercut: PowerCutMount) -> None:
+    await state_power_cuts(tmp_path, powercut, cuts=3, keys=900)
+
+
+@pytest.mark.faults_long
+async def test_power_cuts_state_long(tmp_path: Path, powercut: PowerCutMount) -> None:
+    await state_power_cuts(tmp_path, powercut, cuts=20, keys=10_000)
