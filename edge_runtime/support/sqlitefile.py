@@ -181,7 +181,16 @@ def _check_wal(o: FileOptions) -> list[str]:
     except OSError as exc:
         log.warning("database %s: cannot read its -wal to check it: %s", o.path, exc)
         return []
-    return [] if damage is None else [_quarantine(o, damage, copy=True)]
+    if damage is None:
+        return []
+    try:
+        return [_quarantine(o, damage, copy=True)]
+    except ComponentError as exc:  # e.g. the disk is full: report the loss, start anyway
+        failure = str(exc)
+    log.error("database %s (%s): %s; opening it with the transactions before the damage",
+              o.name, o.path, failure)
+    DB_QUARANTINED.labels(db=o.name).inc()
+    return [f"{o.path} (damaged -wal, not copied: {failure})"]
 
 
 def _inspect(o: FileOptions) -> None:

@@ -296,3 +296,32 @@ def test_wal_check_tells_damage_from_stale_frames(tmp_path: Path) -> None:
     header[0:4] = b"\0\0\0\0"
     copy.write_bytes(bytes(header))
     assert "header" in (wal_damage(copy) or "")
+
+
+def test_damaged_wal_that_cannot_be_copied_is_still_reported(tmp_path: Path) -> None:
+    """No room for the copy (here: the quarantine folder cannot be made): the loss is still
+    reported and the database still opens, with the commits before the damage."""
+    from edge_runtime.support.sqlitefile import FileOptions, open_file
+
+    db = tmp_path / "x.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("CREATE TABLE t(x)")
+    for i in range(10):
+        conn.execute("INSERT INTO t VALUES (?)", (PAD + str(i),))
+    wal = bytearray(Path(f"{db}-wal").read_bytes())
+    conn.close()  # checkpoints and removes the WAL: put the damaged copy back
+    frame = 24 + 4096
+    wal[32 + 5 * frame + 100] ^= 0xFF  # frame 6 of the table's inserts
+    Path(f"{db}-wal").write_bytes(bytes(wal))
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    opened = open_file(FileOptions(db, "x", quarantine_dir=blocker / "q"))
+    try:
+        assert len(opened.quarantined) == 1
+        assert "damaged -wal, not copied" in opened.quarantined[0]
+        assert opened.writer.execute("PRAGMA quick_check").fetchone() == ("ok",)
+    finally:
+        opened.writer.close()
+        opened.reader.close()
