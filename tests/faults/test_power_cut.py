@@ -6,6 +6,8 @@ then kill -9 of the filesystem process, unmount, mount again on what was synced,
 - ``--durability full``: zero acknowledged publishes lost over repeated cuts while N HTTP
   clients publish (in some runs the broker is stopped first, so the outbox holds a backlog at
   the cut).
+- The subscriber side (``full``): a sidecar whose data dir is cut, fed by a bare paho
+  publisher; every message the broker acknowledged reaches the app.
 - State saves (``full``): every acknowledged key is readable after repeated cuts.
 - ``--durability normal``: acknowledged publishes may be lost, only from the run that was cut
   (what survived one cut survives the next) and within the window the README states (the WAL
@@ -18,13 +20,17 @@ why, without /dev/fuse, libfuse3 or the ``mfusepy`` package (test extra).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.faults._storage import Counts, Publishers, Recorder, drained, pubsub_component
 from tests.support.mosquitto import Mosquitto, require_mosquitto
 from tests.support.powercut_fs import PowerCutMount, fuse_unavailable
@@ -226,3 +232,99 @@ async def test_power_cuts_state_short(tmp_path: Path, powercut: PowerCutMount) -
 @pytest.mark.faults_long
 async def test_power_cuts_state_long(tmp_path: Path, powercut: PowerCutMount) -> None:
     await state_power_cuts(tmp_path, powercut, cuts=20, keys=10_000)
+
+
+class InboxApp:
+    """The subscriber app: declares ``storm/#`` and records the ``i`` of every event."""
+
+    def __init__(self) -> None:
+        self.seen: Counter[int] = Counter()
+
+    async def __call__(self, req: Request) -> Reply:
+        if req.path == "/dapr/subscribe":
+            return Reply(200, json.dumps(
+                [{"pubsubname": "mqtt", "topic": "storm/#", "route": "/ev"}]).encode())
+        if req.path == "/ev":
+            await asyncio.sleep(0.003)  # a slowish app: a backlog waits in the inbox at a cut
+            self.seen[int(json.loads(req.body)["data"]["i"])] += 1
+        return Reply(200, b"")
+
+
+async def inbox_power_cuts(root: Path, mount: PowerCutMount, *, cuts: int, messages: int,
+                           seed: int | None = None, durability: str = "full") -> Counts:
+    """A bare paho client publishes CloudEvents with QoS 1 (acknowledged = PUBACK from the
+    broker); the subscribing sidecar (``full``, persistent session) has its data dir on the
+    power-cut filesystem and an app that records; cuts at random moments. Every message the
+    broker acknowledged must reach the app: the sidecar PUBACKs only after its inbox commit,
+    and what it had not PUBACKed the broker sends again."""
+    require_mosquitto()
+    seed = random.randrange(1 << 30) if seed is None else seed
+    rng = random.Random(seed)
+    broker = Mosquitto(root / "broker", extra_config="max_queued_messages 0")
+    broker.start()
+    app = InboxApp()
+    counts = Counts(f"power cut inbox {durability}", extra=f"seed={seed}")
+    producer = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cut-producer")
+    producer.max_inflight_messages_set(50)
+    producer.connect("127.0.0.1", broker.port)
+    producer.loop_start()
+    infos: dict[int, mqtt.MQTTMessageInfo] = {}
+    waiting: list[int] = []  # per cut: published, not yet at the app (broker or inbox)
+    async with AppServer(app) as server:
+        sub = SidecarProcess(root, "sub", pubsub_component(broker.url, "cut-sub"), server.port,
+                             extra=["--durability", durability], log_level="warn")
+        sub.data = mount.mountpoint / "sub-data"
+        try:
+            await sub.start()
+            for _ in range(100):  # the app was asked for its subscriptions
+                if any(r.path == "/dapr/subscribe" for r in server.requests):
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # and the subscription reached the broker
+            at = sorted(int(rng.uniform(0.1, 0.9) * messages) for _ in range(cuts))
+            for i in range(messages):
+                if at and i >= at[0]:
+                    at.pop(0)
+                    await sub.kill()
+                    waiting.append(counts.published - len(app.seen))
+                    await asyncio.to_thread(mount.cut)
+                    counts.runs += 1
+                    await asyncio.to_thread(mount.mount)
+                    await sub.start()
+                event = {"specversion": "1.0", "id": f"e{i}", "source": "cut", "type": "t",
+                         "datacontenttype": "application/json", "data": {"i": i}}
+                infos[i] = producer.publish(f"storm/{i % 4}", json.dumps(event), qos=1)
+                counts.published += 1
+                if i % 20 == 0:
+                    await asyncio.sleep(0.01)  # let deliveries interleave with the cuts
+            for i, info in infos.items():
+                await asyncio.to_thread(info.wait_for_publish, 30)
+                if info.is_published():
+                    counts.acknowledged.add(i)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while counts.acknowledged - set(app.seen) and loop.time() < deadline:
+                await asyncio.sleep(0.1)
+            counts.received = len(app.seen)
+            counts.deliveries = sum(app.seen.values())
+            counts.lost = len(counts.acknowledged - set(app.seen))
+            counts.extra += f" not yet delivered at each cut={waiting}"
+            print(counts.line())
+            assert counts.runs == cuts
+            assert len(counts.acknowledged) == messages
+            assert counts.lost == 0, sorted(counts.acknowledged - set(app.seen))[:20]
+            return counts
+        finally:
+            producer.loop_stop()
+            producer.disconnect()
+            await sub.stop()
+            broker.stop()
+
+
+async def test_power_cuts_inbox_short(tmp_path: Path, powercut: PowerCutMount) -> None:
+    await inbox_power_cuts(tmp_path, powercut, cuts=3, messages=600)
+
+
+@pytest.mark.faults_long
+async def test_power_cuts_inbox_long(tmp_path: Path, powercut: PowerCutMount) -> None:
+    await inbox_power_cuts(tmp_path, powercut, cuts=20, messages=10_000)
