@@ -48,6 +48,7 @@ class SyncStatus:
     acked_records: int = 0
     desired_seq: int = 0
     streams: list[StreamInfo] = field(default_factory=list)
+    data_loss: list[str] = field(default_factory=list)  # files quarantined at this start
 
     def extended(self) -> dict[str, str]:
         """Entries for ``/v1.0/metadata``'s ``extended``."""
@@ -127,6 +128,7 @@ def render(doc: dict[str, Any] | None) -> str:
         f"last error  {doc.get('last_error') or '-'}",
         f"desired     applied up to {doc.get('desired_seq', 0)}",
     ]
+    lines += [f"data loss   {note}" for note in doc.get("data_loss", [])]
     for s in doc.get("streams", []):
         n = s.get("backlog")
         lines.append(f"  {s['stream']:<28} {'?' if n is None else n:>10}  epoch {s['epoch']}")

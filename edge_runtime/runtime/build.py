@@ -218,7 +218,7 @@ class Builder:
 def data_loss_notes(components: CompStore) -> list[str]:
     """Quarantined database files reported by stores (shown in metadata)."""
     return [
-        f"{loaded.name}: corrupt database moved to {Path(path)}"
+        f"{loaded.name}: corrupt database quarantined to {Path(path)}"
         for loaded in components.loaded
         for path in getattr(loaded.instance, "quarantined", ()) or ()
     ]

@@ -91,6 +91,7 @@ async def start_cloud_sync(
             sources.append(events)
             streams.append(StreamInfo(events.stream, events.epoch,
                                       str(outbox_db.path or Path()), cloud.table))
+        comp.status.data_loss = list(view.data_loss)  # corrupt files quarantined at start
         await comp.start(sources)
         comp.status.streams = streams
         view.status_providers.append(comp.status.extended)

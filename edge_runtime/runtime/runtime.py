@@ -153,13 +153,16 @@ class Runtime:
         self.builder.before_connect = self.subscriptions.subscribe_component
         self.view.subscriptions = self.subscriptions.describe
         components = await self.builder.build_all(resources.components)
+        # Before cloud sync starts, so that its status (cloudsync.json) carries the loss too.
+        self.view.data_loss = data_loss_notes(components) + [
+            f"{name}: corrupt database quarantined to {path}"
+            for name, db in (("outbox", self._outbox_db), ("inbox", self.subscriptions.inbox.db))
+            for path in db.quarantined
+        ]
         self.cloud = await start_cloud_sync(components, self._outbox_db, self.view)
         await self.subscriptions.start()
         for relay in self.builder.relays:
             relay.start()
-        self.view.data_loss = data_loss_notes(components) + [
-            f"outbox: corrupt database moved to {path}" for path in self._outbox_db.quarantined
-        ]
         self.view.components_ready = True
         self.core = Universal(self.view, components, self.request_shutdown)
         self.publisher = Publisher(self.view, components)

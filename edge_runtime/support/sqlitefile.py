@@ -9,6 +9,9 @@ order (:func:`open_file`):
    moved with its ``-wal``/``-shm``/``-journal`` to ``<quarantine_dir>/<filename>.<UTC stamp>``,
    logged at ERROR and counted in ``DB_QUARANTINED``; a fresh file replaces it. A file whose
    schema version is newer than the code's migrations raises :class:`ComponentError`, untouched.
+   Before that, a ``-wal`` with damage SQLite would silently skip (:mod:`walcheck`) has the
+   file and its companions *copied* to quarantine, logged and counted the same way; the file
+   is then opened with the transactions before the damage.
 2. the write connection: ``busy_timeout``, ``foreign_keys=OFF``; a new file gets
    ``auto_vacuum=INCREMENTAL`` before its first table; ``journal_mode`` WAL (DELETE when WAL is
    disabled; untouched when read-only or in memory); ``synchronous`` FULL for durability
@@ -36,6 +39,7 @@ from urllib.parse import quote
 
 from edge_runtime.errors import ComponentError
 from edge_runtime.observability.metrics import DB_QUARANTINED
+from edge_runtime.support.walcheck import wal_damage
 
 __all__ = ["FileOptions", "Migration", "OpenedFile", "get_meta", "open_file", "set_meta"]
 
@@ -147,6 +151,8 @@ def open_file(o: FileOptions) -> OpenedFile:
             o.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ComponentError(f"cannot create the folder of {o.path}: {exc}") from exc
+    if not o.read_only:
+        quarantined += _check_wal(o)
     try:
         _inspect(o)
     except _CorruptError as exc:
@@ -162,6 +168,29 @@ def open_file(o: FileOptions) -> OpenedFile:
         conn.close()
         raise ComponentError(f"cannot open database {o.path}: {exc}") from exc
     return opened
+
+
+def _check_wal(o: FileOptions) -> list[str]:
+    """Copy a database whose ``-wal`` is damaged to quarantine (before anything opens it and
+    SQLite's recovery discards the unreadable frames); ``[copy]`` or ``[]``. The file itself is
+    then opened as usual, with the transactions before the damage: moving it away would lose
+    those too, and a torn last transaction after a power cut can look the same."""
+    assert o.path is not None
+    try:
+        damage = wal_damage(Path(f"{o.path}-wal"))
+    except OSError as exc:
+        log.warning("database %s: cannot read its -wal to check it: %s", o.path, exc)
+        return []
+    if damage is None:
+        return []
+    try:
+        return [_quarantine(o, damage, copy=True)]
+    except ComponentError as exc:  # e.g. the disk is full: report the loss, start anyway
+        failure = str(exc)
+    log.error("database %s (%s): %s; opening it with the transactions before the damage",
+              o.name, o.path, failure)
+    DB_QUARANTINED.labels(db=o.name).inc()
+    return [f"{o.path} (damaged -wal, not copied: {failure})"]
 
 
 def _inspect(o: FileOptions) -> None:
@@ -304,8 +333,8 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
             buffer = ""
 
 
-def _quarantine(o: FileOptions, reason: str) -> str:
-    """Move the file and its companions aside; the new path (logged and counted)."""
+def _quarantine(o: FileOptions, reason: str, *, copy: bool = False) -> str:
+    """Move (or copy) the file and its companions aside; the new path (logged, counted)."""
     assert o.path is not None
     qdir = o.quarantine_dir or o.path.parent / "quarantine"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -319,16 +348,23 @@ def _quarantine(o: FileOptions, reason: str) -> str:
         for suffix in ("", *_COMPANIONS):
             src = Path(f"{o.path}{suffix}")
             if src.exists():
-                shutil.move(src, f"{target}{suffix}")
+                (shutil.copy2 if copy else shutil.move)(src, f"{target}{suffix}")
     except OSError as exc:
         raise ComponentError(
             f"database {o.path} is corrupt ({reason}) and could not be moved to {qdir}: {exc}"
         ) from exc
-    log.error(
-        "database %s (%s) is corrupt (%s): moved to %s with its -wal/-shm; a new empty"
-        " database is created and the old data is not available",
-        o.name, o.path, reason, target,
-    )
+    if copy:
+        log.error(
+            "database %s (%s) is corrupt (%s): copied to %s with its -wal/-shm; it is opened"
+            " with the transactions before the damage, the ones after it are lost",
+            o.name, o.path, reason, target,
+        )
+    else:
+        log.error(
+            "database %s (%s) is corrupt (%s): moved to %s with its -wal/-shm; a new empty"
+            " database is created and the old data is not available",
+            o.name, o.path, reason, target,
+        )
     DB_QUARANTINED.labels(db=o.name).inc()
     return str(target)
 
