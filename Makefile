@@ -34,7 +34,7 @@ venv: $(VENV)/.installed
 system-deps:
 	@missing=""; \
 	for pair in mosquitto:mosquitto socat:socat qemu-system-x86:qemu-system-x86_64 cpio:cpio \
-	  iproute2:ip chromium:chromium chromium-driver:chromedriver openssl:openssl; do \
+	  iproute2:ip chromium:chromium chromium-driver:chromedriver openssl:openssl fuse3:fusermount3; do \
 	  pkg=$${pair%%:*}; tool=$${pair##*:}; \
 	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
 	done; \
