@@ -51,6 +51,7 @@ class HttpServer:
         config = uvicorn.Config(
             app,
             http="httptools",
+            ws="none",  # no WebSocket in the Dapr API; "auto" would import wsproto or websockets
             lifespan="off",
             access_log=False,
             log_config=None,
