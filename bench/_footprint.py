@@ -80,6 +80,10 @@ spec:
   - {name: topics, value: "pubsub/sensors/#"}
 """
 
+# The interpreter of the measured processes (``memory_bench --python``): e.g. a venv holding
+# only the runtime dependencies, as a device has, instead of this one with the test extra.
+PYTHON = [sys.executable]
+
 DEVICE_TOKEN = "bench-device-token"  # noqa: S105 - a throwaway token of a local test cloud
 
 
@@ -142,7 +146,7 @@ def cloud_server(tmp: Path, env: dict[str, str]) -> Iterator[str]:
     root.mkdir(parents=True, exist_ok=True)
     ports_file = root / "ports.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_runtime", "cloud", "serve", "--host", "127.0.0.1",
+        [*PYTHON, "-m", "edge_runtime", "cloud", "serve", "--host", "127.0.0.1",
          "--grpc-port", "0", "--http-port", "0", "--store", f"sqlite://{root / 'cloud.db'}",
          "--ports-file", str(ports_file), "--log-level", "warn"],
         env={**env, "EDGE_CLOUD_TOKEN": "bench-api-token", "EDGE_CLOUD_DEVICE_TOKEN": DEVICE_TOKEN},
@@ -185,7 +189,7 @@ def start(
     ``last_cpu[pid]``."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, *python_args, "-m", "edge_runtime", "run", "--app-id", app_id,
+        [*PYTHON, *python_args, "-m", "edge_runtime", "run", "--app-id", app_id,
          "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0",
          "--resources-path", str(res), "--data-dir", str(data), "--log-level", "warn",
          *profile.args],
@@ -234,7 +238,7 @@ def bare_start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], float]:
     printed its first line)."""
     started = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-c",
+        [*PYTHON, "-c",
          "import asyncio, time; print(flush=True); asyncio.run(asyncio.sleep(3600))"],
         stdout=subprocess.PIPE, env=env,
     )

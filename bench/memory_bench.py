@@ -27,6 +27,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import _footprint
 from bench._footprint import (
     PROFILES,
     Profile,
@@ -149,6 +150,8 @@ def report(rows: list[Row], base: Row, targets: dict[str, float | None], args: a
           f"warm-up; start to healthy over {args.starts} starts; MiB, min median max")
     print(f"  {'profile':52s} {'RSS MiB':>17s}  {'PSS MiB':>17s}  {'start ms':>17s}  "
           f"{'start CPU ms':>17s}  thr  target")
+    if args.python:
+        print(f"  (interpreter: {args.python})")
     for row in [*rows, base]:
         target = targets.get(row.title)
         verdict = ""
@@ -177,7 +180,12 @@ def main() -> None:
     p.add_argument("--arena-max", type=int, default=None, metavar="N",
                    help="also run each profile with MALLOC_ARENA_MAX=N (set from outside, as "
                         "the systemd unit and the Dockerfile would)")
+    p.add_argument("--python", default=None,
+                   help="interpreter of the sidecars and the baseline (default: this one); "
+                        "e.g. a venv with only the runtime dependencies, as on a device")
     args = p.parse_args()
+    if args.python:
+        _footprint.PYTHON[:] = [args.python]
     names = args.profile or ["lean", "full"]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp_s:
         tmp = Path(tmp_s)
