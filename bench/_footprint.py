@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -182,7 +183,7 @@ last_cpu: dict[int, float] = {}  # pid -> CPU seconds used until healthy (see st
 
 def start(
     profile: Profile, res: Path, data: Path, env: dict[str, str], app_id: str,
-    python_args: Sequence[str] = (),
+    python_args: Sequence[str] = (), stderr: IO[bytes] | int = subprocess.DEVNULL,
 ) -> tuple[subprocess.Popen[bytes], int, float]:
     """Spawn the sidecar; (process, http port, seconds from spawn to ``GET
     /v1.0/healthz/outbound`` answering 204). The CPU time it used until then is left in
@@ -194,7 +195,7 @@ def start(
          "--resources-path", str(res), "--data-dir", str(data), "--log-level", "warn",
          *profile.args],
         env={**env, **profile.env},
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
     )
     runtime_json = data / "runtime.json"
     with httpx.Client(timeout=1) as client:
