@@ -186,8 +186,10 @@ class HttpAppChannel:
     @property
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            import httpx  # noqa: PLC0415 - deferred on purpose (docs/performance/footprint.md)
-            from http.cookiejar import CookieJar, DefaultCookiePolicy  # noqa: PLC0415 - ditto
+            # Deferred on purpose (docs/performance/footprint.md).
+            from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+            import httpx
 
             self._http = httpx.AsyncClient(
                 base_url=self.base_url,
@@ -364,7 +366,7 @@ class HttpAppChannel:
 
 
 def _timeout(seconds: float) -> Any:
-    import httpx  # noqa: PLC0415 - loaded already: the client exists
+    import httpx  # loaded already: the client exists
 
     return httpx.Timeout(seconds)
 
@@ -372,6 +374,6 @@ def _timeout(seconds: float) -> Any:
 def _transport_errors() -> tuple[type[Exception], ...]:
     """httpx's exceptions that mean the app could not be reached or answered badly (httpx is
     imported by then: the client was made before any call)."""
-    import httpx  # noqa: PLC0415 - see _client
+    import httpx  # see _client
 
     return (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError)
