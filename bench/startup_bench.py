@@ -76,9 +76,9 @@ def main() -> None:
                 proc, _port, _ = start(LEAN, res, data, env, "start", ("-X", "importtime"),
                                        stderr=out)
                 stop(proc)
+            total, top = import_times(err.read_text(errors="replace"))
         finally:
             broker.stop()
-    total, top = import_times(err.read_text(errors="replace"))
 
     def ms(values: list[float]) -> str:
         lo, mid, hi = spread(values)
