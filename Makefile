@@ -9,7 +9,7 @@ HTTP_PORT ?= 3500
 MOSQUITTO_PORT ?= 1883
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: faults run test lint typecheck unit bench system-deps test-tools venv clean test-arm
+.PHONY: faults run test lint typecheck unit bench bench-full system-deps test-tools venv clean test-arm
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -93,6 +93,11 @@ bench: $(VENV)/.installed-test
 	$(PY) -m bench.gpio_bench
 	$(PY) -m bench.serial_bench
 	$(PY) -m bench.cloud_bench
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.memory_bench --window 20
+
+# The long versions (issue 8): idle memory over a 60 s window, 10 starts, MALLOC_ARENA_MAX=2 too.
+bench-full: $(VENV)/.installed-test
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.memory_bench --window 60 --starts 10 --arena-max 2
 
 # The suite on emulated aarch64: a Debian arm64 rootfs (debootstrap + qemu-user-static, cached
 # in .cache/arm64), our wheel and the test extra from aarch64 wheels, then pytest in the chroot

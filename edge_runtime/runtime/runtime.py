@@ -40,7 +40,6 @@ from edge_runtime.registry import Registry
 from edge_runtime.runtime.app_process import AppProcess, app_env, wait_for_port
 from edge_runtime.runtime.binding_inputs import BindingInputs
 from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
-from edge_runtime.runtime.cloud import start_cloud_sync
 from edge_runtime.runtime.invocation import InvocationSetup
 from edge_runtime.runtime.subscribing import SubscribeError, Subscriptions
 from edge_runtime.support import systemd
@@ -159,7 +158,10 @@ class Runtime:
             for name, db in (("outbox", self._outbox_db), ("inbox", self.subscriptions.inbox.db))
             for path in db.quarantined
         ]
-        self.cloud = await start_cloud_sync(components, self._outbox_db, self.view)
+        if any(c.manifest.type.lower() == "cloudsync.grpc" for c in components.loaded):
+            from edge_runtime.runtime.cloud import start_cloud_sync  # cbor2: only with cloud sync
+
+            self.cloud = await start_cloud_sync(components, self._outbox_db, self.view)
         await self.subscriptions.start()
         for relay in self.builder.relays:
             relay.start()

@@ -369,16 +369,70 @@ def test_outbox_command_shows_the_backlog(tmp_path: Path) -> None:
         proc.wait(20)
 
 
+# Never imported by the lean profile (docs/performance/footprint.md has what each one costs):
+# gRPC and the Dapr stubs, the app channel's HTTP client (made on the first call to an app),
+# cloud sync's CBOR, uvicorn's WebSocket protocols and command line (click, multiprocessing),
+# the GPIO/serial/mDNS libraries.
+LEAN_NEVER = (
+    "grpc", "dapr", "google.protobuf", "httpx", "cbor2", "wsproto", "websockets", "gpiod",
+    "serial", "zeroconf", "click", "multiprocessing", "uvicorn.main", "uvicorn.supervisors",
+    "edge_runtime.api.grpc", "edge_runtime.cloudsync.client",
+    "edge_runtime.runtime.cloud", "edge_runtime.bindings.gpio", "edge_runtime.bindings.serial",
+)
+
+MQTT_NOWHERE = """\
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: pubsub}
+spec:
+  type: pubsub.mqtt3
+  version: v1
+  metadata:
+  - {name: url, value: "tcp://127.0.0.1:%d"}
+"""
+
+
+# Runs the sidecar as ``python -m edge_runtime`` would, and writes every module in sys.modules
+# to a file at exit: imports made at any time (lazy ones, importlib's) are in it.
+DUMP_MODULES = (
+    "import atexit, runpy, sys\n"
+    "out = sys.argv.pop(1)\n"
+    "atexit.register(lambda: open(out, 'w').write('\\n'.join(sorted(sys.modules))))\n"
+    "sys.argv[0] = 'edge_runtime'\n"
+    "runpy.run_module('edge_runtime', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def test_disable_grpc_api(
     resources: Path, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
+    """The lean profile: no gRPC port, and none of ``LEAN_NEVER`` is in ``sys.modules`` when it
+    exits after starting, saving, publishing and being scraped. The MQTT broker is a closed
+    port: publishes are acknowledged from the outbox anyway."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    (resources / "pubsub.yaml").write_text(MQTT_NOWHERE % closed_port)
     data = tmp_path / "data"
-    proc = subprocess.Popen(
-        [*run_args(resources, data), "--disable-grpc-api"], stderr=subprocess.DEVNULL
-    )
+    modules = tmp_path / "modules.txt"
+    args = [*run_args(resources, data), "--disable-grpc-api"]
+    args[1:3] = ["-c", DUMP_MODULES, str(modules)]  # instead of "-m edge_runtime"
+    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL)
     procs.append(proc)
     port = wait_ready(proc, data)
     ports = json.loads((data / "runtime.json").read_text())["ports"]
     assert "grpc" not in ports
-    meta = httpx.get(f"http://127.0.0.1:{port}/v1.0/metadata").json()
+    base = f"http://127.0.0.1:{port}/v1.0"
+    saved = httpx.post(f"{base}/state/statestore", json=[{"key": "k", "value": 1}])
+    assert saved.status_code == 204
+    assert httpx.post(f"{base}/publish/pubsub/t", json={"n": 1}).status_code == 204
+    meta = httpx.get(f"{base}/metadata").json()
     assert "port.grpc" not in meta["extended"]
+    assert httpx.get(f"http://127.0.0.1:{ports['metrics']}/metrics").status_code == 200
+    proc.terminate()
+    assert proc.wait(20) == 0
+    names = set(modules.read_text().split())
+    # The list is real: the runtime, the HTTP server and the MQTT client are in it.
+    assert {"edge_runtime.runtime.runtime", "uvicorn.server", "paho.mqtt.client"} <= names
+    loaded = sorted(n for n in names if any(n == m or n.startswith(m + ".") for m in LEAN_NEVER))
+    assert loaded == [], f"the lean profile imported {loaded}"

@@ -8,15 +8,62 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import logging
 import socket
+import sys
 from collections.abc import Iterator
-
-import uvicorn
+from typing import Any
 
 from edge_runtime.api.http.app import HttpApp
 
 log = logging.getLogger("edge_runtime.api.http")
+
+
+def _uvicorn_core() -> None:
+    """Import the ``uvicorn`` package with ``Config`` and ``Server`` only.
+
+    uvicorn's ``__init__`` also imports ``uvicorn.main``, its command line: click,
+    multiprocessing and the reload supervisors, 1.6 MiB of RSS a sidecar never uses
+    (docs/performance/footprint.md). So, when nothing has imported uvicorn yet, the package
+    module is made without running its ``__init__``, and ``Config`` and ``Server`` are set on
+    it from their own modules. Any other name asked of it later (``uvicorn.run``,
+    ``uvicorn.main``, ``__version__``, by whatever else runs in the process) runs the real
+    ``__init__`` first, so the package behaves as if imported the usual way.
+    """
+    if "uvicorn" in sys.modules:
+        return
+    spec = importlib.util.find_spec("uvicorn")
+    if spec is None or spec.loader is None:
+        raise ImportError("uvicorn is not installed")
+    pkg = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    done = False
+
+    def rest(name: str) -> Any:
+        nonlocal done
+        if not done:
+            done = True
+            loader.exec_module(pkg)
+            if name in pkg.__dict__:
+                return pkg.__dict__[name]
+        raise AttributeError(f"module 'uvicorn' has no attribute {name!r}")
+
+    setattr(pkg, "__getattr__", rest)  # noqa: B010 - PEP 562: the module's fallback
+    sys.modules["uvicorn"] = pkg
+    try:
+        # uvicorn's submodules take these two from the package (``from uvicorn import Config``).
+        setattr(pkg, "Config", importlib.import_module("uvicorn.config").Config)  # noqa: B010
+        setattr(pkg, "Server", importlib.import_module("uvicorn.server").Server)  # noqa: B010
+    except BaseException:
+        del sys.modules["uvicorn"]
+        raise
+
+
+_uvicorn_core()
+from uvicorn.config import Config  # noqa: E402 - after the package is in place
+from uvicorn.server import Server  # noqa: E402 - ditto
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -34,7 +81,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
+class _Server(Server):
     """uvicorn without its signal handlers: the runtime owns SIGTERM/SIGINT."""
 
     @contextlib.contextmanager
@@ -48,9 +95,10 @@ class HttpServer:
     def __init__(self, app: HttpApp, sock: socket.socket, *, name: str, graceful_s: float) -> None:
         self.sock = sock
         self.name = name
-        config = uvicorn.Config(
+        config = Config(
             app,
             http="httptools",
+            ws="none",  # no WebSocket in the Dapr API; "auto" would import wsproto or websockets
             lifespan="off",
             access_log=False,
             log_config=None,
