@@ -63,7 +63,8 @@ class Request:
         """The body parsed as JSON; a 400 ``ERR_MALFORMED_REQUEST`` when it is not."""
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the interpreter's stack (``[[[[...``).
             raise APIError(E.MALFORMED_REQUEST, f"failed deserializing HTTP body: {exc}") from None
 
 
@@ -167,8 +168,9 @@ class HttpApp:
         group = "unmatched"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         trace = tracing.bind(headers)  # records logged for this request carry its trace id
+        body = _BodyTracker(receive)
         try:
-            resp, group = await self._handle(scope, headers, receive)
+            resp, group = await self._handle(scope, headers, body.receive)
         except APIError as err:
             resp = error_response(err)
         except Exception:
@@ -183,6 +185,11 @@ class HttpApp:
             counter = self._counters[group, resp.status] = HTTP_REQUESTS.labels(
                 group, str(resp.status))
         counter.inc()
+        if not body.done and _has_body(scope["headers"]):
+            # Answered without reading the whole body (413, 401, 404 ...): close after the
+            # reply, or the server would go on receiving (and discarding) what the client
+            # still sends, up to a gigabyte behind a lying Content-Length.
+            resp.headers.append(("Connection", "close"))
         await self._send(send, resp)
 
     async def _handle(
@@ -260,6 +267,31 @@ class HttpApp:
             headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTracker:
+    """Wraps ASGI ``receive`` to tell whether the request body was read to its end."""
+
+    __slots__ = ("_receive", "done")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.done = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+
+def _has_body(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether the request announces a body (a non-zero Content-Length, or chunks)."""
+    for key, value in headers:
+        name = key.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 ")):
+            return True
+    return False
 
 
 def _names_app(headers: dict[str, str]) -> bool:
