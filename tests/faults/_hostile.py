@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-TOKEN = "hostile-api-token-7f3e9c"  # noqa: S105 - a test token, grepped for in the logs
+TOKEN = "hostile-api-token-7f3e9c"  # a test token, grepped for in the logs
 
 COMPONENTS = """
 apiVersion: dapr.io/v1alpha1
