@@ -51,6 +51,9 @@ TYPE_URLS = st.sampled_from(["", "type.googleapis.com/google.protobuf.StringValu
                              "type.googleapis.com/no.such.Type", "garbage", "/"])
 
 
+F = FieldDescriptor
+
+
 def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     t = field.type
     if t == FieldDescriptor.TYPE_STRING:
@@ -59,11 +62,11 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
         return st.binary(max_size=200) | st.sampled_from([b"{}", b"null", b'{"a":1}', b"\xff"])
     if t == FieldDescriptor.TYPE_BOOL:
         return st.booleans()
-    if t in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SFIXED32):
+    if t in (F.TYPE_INT32, F.TYPE_SINT32, F.TYPE_SFIXED32):
         return st.integers(-(2**31), 2**31 - 1)
     if t in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_FIXED32):
         return st.integers(0, 2**32 - 1)
-    if t in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_SINT64, FieldDescriptor.TYPE_SFIXED64):
+    if t in (F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64):
         return st.integers(-(2**63), 2**63 - 1)
     if t in (FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64):
         return st.integers(0, 2**64 - 1)
@@ -141,17 +144,30 @@ def call(channel: grpc.Channel, rpc: str, payload: bytes,
     """One unary call with ``payload`` as the raw request bytes; its status."""
     method = channel.unary_unary(f"/dapr.proto.runtime.v1.Dapr/{rpc}")
     COUNTS["calls"] += 1
+    failed: grpc.RpcError | None = None
     try:
         raw = method(payload, metadata=metadata, timeout=30)
     except grpc.RpcError as err:
+        failed = err
+    if failed is None:
+        response_class(rpc).FromString(raw)  # a real answer parses as the RPC's response
+        return C.OK
+    code: grpc.StatusCode = failed.code()
+    assert code in ALLOWED | {C.UNAUTHENTICATED}, (rpc, code, failed.details())
+    assert "Traceback" not in (failed.details() or "")
+    status = rpc_status.from_call(failed)
+    if status is not None:  # ours carry an ErrorInfo with the Dapr reason
+        assert status.details, (rpc, code, failed.details())
+    return code
+
+
+def ending(run: Any) -> grpc.StatusCode:
+    """The status a call (or a stream read to its end) finished with."""
+    try:
+        run()
+    except grpc.RpcError as err:
         code: grpc.StatusCode = err.code()
-        assert code in ALLOWED | {C.UNAUTHENTICATED}, (rpc, code, err.details())
-        assert "Traceback" not in (err.details() or "")
-        status = rpc_status.from_call(err)
-        if status is not None:  # ours carry an ErrorInfo with the Dapr reason
-            assert status.details, (rpc, code, err.details())
         return code
-    response_class(rpc).FromString(raw)  # a real answer parses as the RPC's response
     return C.OK
 
 
@@ -226,25 +242,24 @@ def test_wrong_types_inside_any(channel: grpc.Channel, type_url: str) -> None:
     assert call(channel, "InvokeService", req.SerializeToString()) in ALLOWED
 
 
+def _once(channel: grpc.Channel, m: Any, path: str, metadata: Any) -> None:
+    """One call of any shape with an empty request, reading the first answer."""
+    if m.client_streaming:
+        channel.stream_stream(path)(iter([b""]), metadata=metadata, timeout=10).next()
+    elif m.server_streaming:
+        channel.unary_stream(path)(b"", metadata=metadata, timeout=10).next()
+    else:
+        channel.unary_unary(path)(b"", metadata=metadata, timeout=10)
+
+
 def test_every_rpc_wants_the_token(channel: grpc.Channel) -> None:
     names = [m.name for m in SERVICE.methods if m.name != "Shutdown"]
     for rpc in names:
         m = SERVICE.methods_by_name[rpc]
+        path = f"/dapr.proto.runtime.v1.Dapr/{rpc}"
         for metadata in ((), (("dapr-api-token", TOKEN + "x"),), (("dapr-api-token", ""),)):
-            try:
-                if m.client_streaming:
-                    channel.stream_stream(f"/dapr.proto.runtime.v1.Dapr/{rpc}")(
-                        iter([b""]), metadata=metadata, timeout=10).next()
-                elif m.server_streaming:
-                    channel.unary_stream(f"/dapr.proto.runtime.v1.Dapr/{rpc}")(
-                        b"", metadata=metadata, timeout=10).next()
-                else:
-                    channel.unary_unary(f"/dapr.proto.runtime.v1.Dapr/{rpc}")(
-                        b"", metadata=metadata, timeout=10)
-            except grpc.RpcError as err:
-                assert err.code() == C.UNAUTHENTICATED, (rpc, err.code(), err.details())
-            else:
-                raise AssertionError(f"{rpc} answered without the token")
+            assert ending(lambda m=m, p=path, md=metadata: _once(channel, m, p, md)) == (
+                C.UNAUTHENTICATED), rpc
     print(f"token checked on {len(names)} RPCs")
 
 
@@ -257,25 +272,17 @@ def test_streaming_subscribe_with_random_first_messages(channel: grpc.Channel,
     messages = [fill(data, cls()).SerializeToString()
                 for _ in range(data.draw(st.integers(1, 3)))]
     stream = channel.stream_stream("/dapr.proto.runtime.v1.Dapr/SubscribeTopicEventsAlpha1")
-    call_ = stream(iter(messages), metadata=AUTH, timeout=5)
-    try:
-        for _ in call_:
-            pass
-    except grpc.RpcError as err:
-        # DEADLINE_EXCEEDED: a valid subscription stays open until the client goes away.
-        assert err.code() in ALLOWED | {C.DEADLINE_EXCEEDED, C.CANCELLED}, (
-            err.code(), err.details())
+    # DEADLINE_EXCEEDED: a valid subscription stays open until the client goes away.
+    code = ending(lambda: list(stream(iter(messages), metadata=AUTH, timeout=5)))
+    assert code in ALLOWED | {C.DEADLINE_EXCEEDED, C.CANCELLED}
 
 
 def test_server_streaming_configuration_with_junk(channel: grpc.Channel) -> None:
     for rpc in ("SubscribeConfiguration", "SubscribeConfigurationAlpha1"):
         for payload in (b"", b"\xff\xff", b"\x0a\x02\xff\xfe", b"\x0a\x05nope!"):
             stream = channel.unary_stream(f"/dapr.proto.runtime.v1.Dapr/{rpc}")
-            try:
-                for _ in stream(payload, metadata=AUTH, timeout=5):
-                    pass
-            except grpc.RpcError as err:
-                assert err.code() in ALLOWED | {C.DEADLINE_EXCEEDED}, (rpc, err.code())
+            code = ending(lambda s=stream, p=payload: list(s(p, metadata=AUTH, timeout=5)))
+            assert code in ALLOWED | {C.DEADLINE_EXCEEDED}, (rpc, code)
 
 
 def test_still_serving_and_no_traceback(sidecar: Sidecar, channel: grpc.Channel) -> None:
