@@ -35,6 +35,7 @@ from edge_runtime.bindings.serial.framing import (
     LineDecoder,
     RawDecoder,
 )
+from edge_runtime.cloudsync import hlc as hlcs
 from edge_runtime.cloudsync.protocol import sync_pb2
 from edge_runtime.cloudsync.sources import decode_payload
 from edge_runtime.config.loader import MAX_FILE_BYTES, load_resources
@@ -402,3 +403,34 @@ def test_garbled_protobuf_and_cbor_from_a_device_never_crash_the_cloud(
     assert cloud.proc.poll() is None
     assert cloud.devices() == 200
     assert problems_in_log(cloud.log.read_text(errors="replace")) == []
+
+
+def test_a_device_cannot_drag_the_cloud_clock_past_the_end_of_time(cloud: CloudServer) -> None:
+    """Found by the test above: one record with an HLC near 2^64 pushed the cloud's clock past
+    what fixed64 holds, and from then on every stream of every device failed."""
+    hello = sync_pb2.DeviceMessage(hello=sync_pb2.Hello(device_id="dev-a"))
+    for hlc in ((1 << 64) - 1, (1 << 63) - 1, hlcs.pack(hlcs.MAX_REMOTE_MS + 1)):
+        batch = sync_pb2.DeviceMessage(batch=sync_pb2.Batch(stream="events", epoch="e", records=[
+            sync_pb2.Record(kind=sync_pb2.Record.EVENT, target="p/t", key=f"k{hlc}", seq=1,
+                            hlc=hlc)]))
+        with grpc.insecure_channel(cloud.endpoint) as channel:
+            code, _ = _sync(channel, [hello.SerializeToString(), batch.SerializeToString()], 3)
+            assert code in (C.INVALID_ARGUMENT, C.DEADLINE_EXCEEDED, C.OK), code
+            # another device still gets its Welcome, with a clock that fits in 64 bits
+            stream = channel.stream_stream("/edge_runtime.cloudsync.v1.CloudSync/Sync")
+            other = sync_pb2.DeviceMessage(hello=sync_pb2.Hello(device_id="dev-b"))
+            call = stream(iter([other.SerializeToString()]), metadata=AUTH, timeout=3)
+            welcome = sync_pb2.CloudMessage.FromString(next(call))
+            assert welcome.WhichOneof("body") == "welcome"
+            assert welcome.welcome.server_hlc < hlcs.pack(int((time.time() + 86400) * 1000))
+            call.cancel()
+    assert problems_in_log(cloud.log.read_text(errors="replace")) == []
+
+
+def test_the_clock_ignores_a_timestamp_from_the_far_future() -> None:
+    clock = hlcs.HLC()
+    now = clock.now()
+    assert clock.update((1 << 64) - 1) < hlcs.pack(int((time.time() + 60) * 1000))
+    # Far ahead but plausible (a device that booted in 1970 meets the cloud): adopted.
+    ahead = hlcs.pack(int((time.time() + 3 * 365 * 86400) * 1000))
+    assert clock.update(ahead) > ahead > now

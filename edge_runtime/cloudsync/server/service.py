@@ -169,6 +169,11 @@ class SyncService(sync_pb2_grpc.CloudSyncServicer):
             kind = msg.WhichOneof("body")
             if kind == "batch":
                 b = msg.batch
+                if any(r.seq >= _INT64 or r.hlc >= _INT64 for r in b.records):
+                    log.warning("device %s sent a record with seq or hlc past 2^63: closing"
+                                " the stream", conn.device_id)
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        "a record's seq or hlc is past 2^63")
                 records = [RecordIn(r.kind, r.target, r.key, r.seq, r.hlc, bytes(r.payload))
                            for r in b.records]
                 for r in records:
@@ -200,6 +205,9 @@ class SyncService(sync_pb2_grpc.CloudSyncServicer):
                 sent = rows[-1].seq
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(conn.desired_changed.wait(), DESIRED_POLL_S)
+
+
+_INT64 = 1 << 63  # seq and hlc are stored as signed 64-bit SQLite integers
 
 
 async def _read(context: Any) -> Any:
