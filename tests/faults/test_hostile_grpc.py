@@ -25,6 +25,10 @@ from hypothesis import strategies as st
 from tests.faults._hostile import TOKEN, Sidecar, problems_in_log
 from tests.faults._protofuzz import fill
 
+# Hypothesis would warn (an error under pytest's settings) when it writes out a big body, as
+# it does when another plugin (schemathesis) turns its observability on.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+
 SERVICE = dapr_pb2.DESCRIPTOR.services_by_name["Dapr"]
 # What we implement (the rest answer UNIMPLEMENTED by design); Shutdown is left out because it
 # ends the sidecar, and the streaming ones are driven below.

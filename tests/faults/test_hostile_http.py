@@ -32,6 +32,10 @@ from edge_runtime.api.http import state as http_state
 from edge_runtime.api.http.app import HttpApp, Route, basic_auth_app_id
 from tests.faults._hostile import TOKEN, Sidecar, problems_in_log
 
+# Hypothesis would warn (an error under pytest's settings) when it writes out a big body, as
+# it does when another plugin (schemathesis) turns its observability on.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+
 MAX_BODY = 64 * 1024
 SECRET_VALUE = "s3cret-value-never-logged"
 

@@ -44,6 +44,10 @@ from tests.cloudsync.procs import API_TOKEN, DEVICE_TOKEN
 from tests.faults._hostile import Sidecar, problems_in_log
 from tests.faults._protofuzz import fill
 
+# Hypothesis would warn (an error under pytest's settings) when it writes out a big body, as
+# it does when another plugin (schemathesis) turns its observability on.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+
 HEAD = """apiVersion: dapr.io/v1alpha1
 kind: {kind}
 metadata:

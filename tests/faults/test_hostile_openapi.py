@@ -32,8 +32,10 @@ SPEC = Path(http_meta.__file__).parent / "openapi.json"
 SCHEMA = schemathesis.openapi.from_path(str(SPEC))
 OPERATIONS = [r.ok() for r in SCHEMA.get_all_operations()]
 IDS = [f"{op.method.upper()} {op.path}" for op in OPERATIONS]
+# Hypothesis would warn (an error under pytest's settings) when it writes out a 64 KiB body.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
-COUNTS = {"requests": 0}
+COUNTS = {"requests": 0, "not http": 0}
 STORE = {"storeName": "statestore"}
 KNOWN: dict[str, dict[str, str]] = {
     **{p: STORE for p in SCHEMA.raw_schema["paths"] if p.startswith(("/v1.0/state",
@@ -74,6 +76,12 @@ def _run(sidecar: Sidecar, operation: Any, examples: int) -> None:
                              timeout=30)
         COUNTS["requests"] += 1
         assert b"Traceback" not in response.content
+        if response.content == b"Invalid HTTP request received.":
+            # uvicorn's own answer to bytes that are not HTTP (a control character in a
+            # header schemathesis made up): the request never reached the Dapr API.
+            assert response.status_code == 400
+            COUNTS["not http"] += 1
+            return
         if response.status_code >= 400 and response.status_code != 401 and response.content:
             body = response.json()
             if "errorCode" in body:
@@ -98,6 +106,7 @@ def test_schemathesis_long(sidecar: Sidecar, operation: Any) -> None:
 
 
 def test_the_sidecar_survived_with_a_clean_log(sidecar: Sidecar) -> None:
-    print(f"schemathesis requests: {COUNTS['requests']}")
+    print(f"schemathesis requests: {COUNTS['requests']} ({COUNTS['not http']} refused by the"
+          " HTTP parser before the API)")
     assert sidecar.alive()
     assert problems_in_log(sidecar.log_text()) == []
