@@ -11,7 +11,9 @@ Unknown paths get a 404 and known paths with another method a 405, both as JSON 
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import logging
@@ -140,6 +142,10 @@ def error_response(err: APIError) -> Response:
 
 
 _EXEMPT = frozenset({"/v1.0/healthz", "/v1.0/healthz/outbound"})
+# How much of a body over --max-body-size is still read (and dropped) before the 413, and for
+# how long at most: enough for an honest client to finish sending and read the answer.
+DRAIN_BYTES = 1024 * 1024
+DRAIN_S = 1.0
 
 
 class HttpApp:
@@ -241,7 +247,7 @@ class HttpApp:
         limit = self.max_body_size
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            raise _too_large(limit)
+            await self._refuse(receive, 0, int(length))
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -251,11 +257,31 @@ class HttpApp:
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise _too_large(limit)
+                await self._refuse(receive, size, None)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    async def _refuse(self, receive: Receive, read: int, declared: int | None) -> None:
+        """Raise 413. A body at most :data:`DRAIN_BYTES` over the limit is first read to its
+        end (and thrown away, within :data:`DRAIN_S`), so an honest client that is still
+        sending gets the 413 rather than a reset connection; anything bigger (a gigabyte
+        behind ``Content-Length``, an endless chunked body) is cut off: the reply then closes
+        the connection (see ``__call__``)."""
+        limit = self.max_body_size
+        budget = (declared - read) if declared is not None else DRAIN_BYTES
+        if declared is None or declared <= limit + DRAIN_BYTES:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_S):
+                    while budget > 0:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            break
+                        budget -= len(message.get("body", b""))
+                        if not message.get("more_body", False):
+                            break
+        raise _too_large(limit)
 
     @staticmethod
     async def _send(send: Send, resp: Response) -> None:
