@@ -65,7 +65,14 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--dapr-listen-addresses",
         default="127.0.0.1",
-        help="address the Dapr API listens on (default loopback only)",
+        help="address the Dapr API listens on (default loopback only; wider logs a warning)",
+    )
+    p.add_argument(
+        "--unix-domain-socket",
+        type=Path,
+        default=None,
+        help="a folder: serve the HTTP API on <dir>/dapr-http-<app-id>.socket (mode 0660) "
+        "instead of TCP",
     )
     p.add_argument("--metrics-port", type=_port, default=9090, help="0 picks a free port")
     p.add_argument("--enable-metrics", default="true", choices=["true", "false"])
@@ -186,6 +193,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         dapr_grpc_port=args.dapr_grpc_port,
         disable_grpc_api=args.disable_grpc_api,
         dapr_listen_address=args.dapr_listen_addresses,
+        unix_domain_socket=args.unix_domain_socket,
         metrics_port=args.metrics_port,
         enable_metrics=args.enable_metrics == "true",
         resources_paths=tuple(Path(p) for p in args.resources_path),

@@ -81,6 +81,10 @@ class TransactionOp:
     item: StateItem
 
 
+# The most characters (keys plus values) the app may keep in ``extended`` metadata.
+MAX_EXTENDED_BYTES = 1024 * 1024
+
+
 @dataclass(slots=True)
 class RuntimeView:
     """What the core reads about the process (filled and updated by the runtime)."""
@@ -113,6 +117,7 @@ class Universal:
         self.view = view
         self.components = components
         self._request_shutdown = request_shutdown
+        self._extended_bytes = sum(len(k) + len(v) for k, v in view.extended.items())
 
     # ---------------------------------------------------------------- state
     def _state(self, name: str) -> StateComponent:
@@ -391,8 +396,21 @@ class Universal:
         return doc
 
     def set_metadata(self, key: str, value: str) -> None:
-        """Store a user key in ``extended``."""
-        self.view.extended[key] = value
+        """Store a user key in ``extended``; raises ``ERR_BODY_TOO_LARGE`` when the user keys
+        and values would pass :data:`MAX_EXTENDED_BYTES` in all (daprd sets no limit; on a
+        device, a caller looping over new keys must not be able to fill the memory)."""
+        extended = self.view.extended
+        old = extended.get(key)
+        size = self._extended_bytes - (len(key) + len(old) if old is not None else 0)
+        size += len(key) + len(value)
+        if size > MAX_EXTENDED_BYTES:
+            raise APIError(
+                E.BODY_TOO_LARGE,
+                f"the metadata set through the API is limited to {MAX_EXTENDED_BYTES} "
+                "characters (keys and values) in all",
+            )
+        extended[key] = value
+        self._extended_bytes = size
 
     def outbound_health(self) -> None:
         """Raise unless components are loaded and the API ports are open."""

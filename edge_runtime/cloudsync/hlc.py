@@ -23,11 +23,16 @@ from pathlib import Path
 
 from edge_runtime.support.atomicfile import write_atomic
 
-__all__ = ["HLC", "LEASE_MS", "pack", "unpack"]
+__all__ = ["HLC", "LEASE_MS", "MAX_REMOTE_MS", "pack", "unpack"]
 
 log = logging.getLogger(__name__)
 
 LEASE_MS = 60_000
+# The latest time a peer's timestamp may carry and still be adopted: 3000-01-01. A device
+# that booted in 1970 must adopt the cloud's clock, however far ahead of its own that is, so
+# the bound is on plausibility, not drift; it keeps every timestamp (and the counter steps
+# after it) far below 2^63, where SQLite integers and protobuf's fixed64 both still hold it.
+MAX_REMOTE_MS = 32_503_680_000_000
 _COUNTER_BITS = 16
 _COUNTER_MAX = (1 << _COUNTER_BITS) - 1
 
@@ -57,6 +62,7 @@ class HLC:
         self._ceiling = self._load()
         # Start above whatever an earlier process may have issued.
         self._last = pack(self._ceiling, 0) if self._ceiling else 0
+        self._warned = -1e9
 
     def _load(self) -> int:
         if self._path is None:
@@ -88,9 +94,21 @@ class HLC:
             return ts
 
     def update(self, remote: int) -> int:
-        """Observe a timestamp from elsewhere (the cloud); a new one above both."""
+        """Observe a timestamp from elsewhere (the cloud); a new one above both.
+
+        A remote timestamp past :data:`MAX_REMOTE_MS` (year 3000) is not adopted, only logged:
+        a peer with a wild clock, or a hostile one, must not drag this clock to the end of time
+        (past 2^64 every message carrying it fails to encode, for every device).
+        """
         with self._lock:
             wall = pack(int(self._wall() * 1000))
+            if unpack(remote)[0] > MAX_REMOTE_MS:
+                now = time.monotonic()
+                if now - self._warned > 60:  # once a minute: a batch may carry thousands
+                    self._warned = now
+                    log.warning("a timestamp past the year 3000 (%d) was not adopted: a peer's "
+                                "clock is wrong, or it is hostile", remote)
+                remote = 0
             top = max(self._last, remote)
             ts = wall if wall > top else self._next(top)
             self._issue(ts)

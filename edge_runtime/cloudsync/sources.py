@@ -60,7 +60,7 @@ def encode_value(value: bytes, is_binary: bool) -> bytes:
     if not is_binary:
         try:
             return bytes(cbor2.dumps(json.loads(value)))
-        except (ValueError, UnicodeDecodeError, cbor2.CBOREncodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError, cbor2.CBOREncodeError):
             pass
     return bytes(cbor2.dumps(bytes(value)))
 
@@ -184,7 +184,7 @@ def _event(row: Row) -> Pending:
     event_id = ""
     try:
         doc = json.loads(row.payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # sent as the bytes it is
         payload = bytes(cbor2.dumps(row.payload))
     else:
         if isinstance(doc, dict):

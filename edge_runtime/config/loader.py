@@ -8,7 +8,8 @@ Rules (Dapr's, contract §6.1, unless marked *ours*):
 
 * A path may be a folder (its top-level ``*.yaml``/``*.yml`` files, sorted by name; sub-folders
   are not read) or one file. A missing path is a problem.
-* Files are multi-document (``---``); empty documents are skipped.
+* Files are multi-document (``---``); empty documents are skipped. *Ours*: a file over
+  :data:`MAX_FILE_BYTES` (1 MiB) is a problem and is not parsed.
 * ``kind: Component`` needs ``apiVersion: dapr.io/v1alpha1``. Other kinds are kept as
   :class:`RawResource` for the code that understands them.
 * Metadata values may be strings, numbers or booleans and become text as Dapr's JSON-ish value
@@ -49,6 +50,9 @@ KNOWN_KINDS = ("Component", "Configuration", "HTTPEndpoint", "Resiliency", "Subs
 DEFAULT_VERSION = "v1"
 DEFAULT_INIT_TIMEOUT_S = 5.0
 YAML_SUFFIXES = (".yaml", ".yml")
+# *Ours*: component files are a few KB (certificates included); PyYAML reads ~1 MB/s on a Pi,
+# so a bigger file is a mistake or an attack, answered at once instead of after minutes.
+MAX_FILE_BYTES = 1024 * 1024
 
 _TAG = "tag:yaml.org,2002:"
 _TYPE = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)+")
@@ -92,6 +96,12 @@ def _files(path: Path, res: Resources) -> list[Path]:
 def _load_file(file: Path, res: Resources, names: dict[str, Mark]) -> None:
     name = str(file)
     try:
+        size = file.stat().st_size
+        if size > MAX_FILE_BYTES:
+            msg = (f"the file is {size} bytes; a resource file may be at most {MAX_FILE_BYTES} "
+                   "(split it, or look for what made it this big)")
+            res.problems.append(ConfigProblem(Mark(name, 1), msg))
+            return
         data = file.read_bytes()
     except OSError as e:
         res.problems.append(ConfigProblem(None, f"cannot read '{name}': {e.strerror or e}"))

@@ -63,6 +63,9 @@ class Settings:
     dapr_grpc_port: int = 50001
     disable_grpc_api: bool = False
     dapr_listen_address: str = "127.0.0.1"
+    # daprd's --unix-domain-socket: a folder; the HTTP API then listens on
+    # <dir>/dapr-http-<app-id>.socket instead of TCP.
+    unix_domain_socket: Path | None = None
     metrics_port: int = 9090
     enable_metrics: bool = True
     resources_paths: tuple[Path, ...] = ()

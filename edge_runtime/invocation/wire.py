@@ -42,7 +42,7 @@ def decode_headers(raw: str | bytes | None) -> dict[str, str]:
         return {}
     try:
         pairs = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return {}
     if not isinstance(pairs, list):
         return {}

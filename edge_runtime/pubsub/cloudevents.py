@@ -143,7 +143,7 @@ def _put_data(event: dict[str, Any], data: bytes, content_type: str) -> bytes | 
     if _json_type(content_type):
         try:
             json.loads(data)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nested too deep: text
             event["data"] = data.decode("utf-8", "replace")
             return None
         return data.strip()
@@ -160,7 +160,8 @@ def _put_data(event: dict[str, Any], data: bytes, content_type: str) -> bytes | 
 def _parse_object(data: bytes) -> dict[str, Any]:
     try:
         event = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested past the interpreter's stack, from any broker client.
         raise EnvelopeError(f"the body is not a JSON CloudEvent: {exc}") from None
     if not isinstance(event, dict):
         raise EnvelopeError("a CloudEvent must be a JSON object")

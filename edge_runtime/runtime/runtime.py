@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from edge_runtime import __version__
@@ -27,7 +28,7 @@ from edge_runtime.api.http import meta as http_meta
 from edge_runtime.api.http import publish as http_publish
 from edge_runtime.api.http import state as http_state
 from edge_runtime.api.http.app import HttpApp, Request, Response, route
-from edge_runtime.api.http.server import HttpServer, bind
+from edge_runtime.api.http.server import HttpServer, bind, bind_unix, is_loopback
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import RuntimeView, Universal
 from edge_runtime.builtin import builtin_registry
@@ -181,7 +182,8 @@ class Runtime:
             components.configuration, http_configuration.app_poster(self.invocation.invoking))
         await self._open_ports()
         self._write_runtime_json()
-        systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {self.view.ports['http']}")
+        where = self.view.ports.get("http", str(self._unix_socket() or ""))
+        systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {where}")
         if (dog := systemd.start_watchdog()) is not None:
             self._tasks.append(dog)  # cancelled first on stop, after STOPPING=1
         await self._start_app()
@@ -204,21 +206,32 @@ class Runtime:
             api_token=s.api_token,
             fallback=http_invoke.fallback(invoking),
         )
+        if not is_loopback(s.dapr_listen_address):
+            log.warning(
+                "the Dapr API listens on %s, beyond this machine: anyone who can reach it can "
+                "call it%s", s.dapr_listen_address,
+                "" if s.api_token else " (no DAPR_API_TOKEN is set)",
+            )
         listeners: list[tuple[str, HttpApp, int]] = [("http", api, s.dapr_http_port)]
         if s.enable_metrics:
             listeners.append(("metrics", _metrics_app(), s.metrics_port))
         for name, app, port in listeners:
+            uds = s.unix_domain_socket / f"dapr-http-{s.app_id}.socket" if (
+                name == "http" and s.unix_domain_socket is not None) else None
+            where = str(uds) if uds else f"{s.dapr_listen_address}:{port}"
             try:
-                sock = bind(s.dapr_listen_address, port)
+                sock = bind_unix(uds) if uds else bind(s.dapr_listen_address, port)
             except OSError as exc:
                 raise StartError(
-                    f"cannot listen on {s.dapr_listen_address}:{port} for the "
-                    f"{name} API: {exc.strerror or exc}"
+                    f"cannot listen on {where} for the {name} API: {exc.strerror or exc}"
                 ) from None
             server = HttpServer(app, sock, name=name, graceful_s=s.graceful_shutdown_s)
             await server.start()
             self._servers.append(server)
-            self.view.ports[name] = server.port
+            if uds is None:
+                self.view.ports[name] = server.port
+            else:
+                log.info("the HTTP API listens on the Unix socket %s", uds)
         if not s.disable_grpc_api:
             await self._open_grpc()
         await self.invocation.start_server()
@@ -265,7 +278,13 @@ class Runtime:
             "ports": self.view.ports,
             "version": __version__,
         }
+        if (uds := self._unix_socket()) is not None:
+            doc["unixDomainSocket"] = str(uds)
         write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+    def _unix_socket(self) -> Path | None:
+        """The HTTP API's socket file (``--unix-domain-socket``), else ``None``."""
+        return next((p for srv in self._servers if (p := srv.unix_path) is not None), None)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -284,7 +303,7 @@ class Runtime:
         if s.app_command:
             env = app_env(
                 os.environ,
-                http_port=self.view.ports["http"],
+                http_port=self.view.ports.get("http", s.dapr_http_port),
                 grpc_port=self.view.ports.get("grpc", s.dapr_grpc_port),
                 app_id=s.app_id,
                 app_port=s.app_port,

@@ -51,7 +51,7 @@ def state_item(item: Any, *, need_value: bool = True) -> StateItem:
     if as_json:
         try:
             json.loads(item.value)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise APIError(
                 E.STATE_SAVE, f"failed saving state with key {item.key}: invalid JSON: {exc}"
             ) from None

@@ -8,6 +8,7 @@ The status carries a ``google.rpc.Status`` in the ``grpc-status-details-bin`` tr
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
@@ -16,8 +17,11 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from edge_runtime import errors as E
 from edge_runtime.errors import APIError
 from edge_runtime.observability import tracing
+
+log = logging.getLogger("edge_runtime.api.grpc")
 
 R = TypeVar("R")
 
@@ -81,8 +85,9 @@ def _traceparent(context: Any) -> str:
 def handled(
     method: Callable[[Any, Any, Any], Awaitable[R]],
 ) -> Callable[[Any, Any, Any], Awaitable[R]]:
-    """Wrap a servicer method so an :class:`APIError` becomes its gRPC status; the call's
-    ``traceparent`` metadata is the trace context of what is logged meanwhile."""
+    """Wrap a servicer method so an :class:`APIError` becomes its gRPC status, and any other
+    exception is logged with its traceback and answered INTERNAL; the call's ``traceparent``
+    metadata is the trace context of what is logged meanwhile."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: Any) -> R:
@@ -91,6 +96,13 @@ def handled(
             return await method(self, request, context)
         except APIError as err:
             await abort(context, err)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            # grpc would answer UNKNOWN with the exception's text; the caller gets INTERNAL
+            # and a pointer to the log, as over HTTP (never internals on the wire).
+            log.exception("unhandled error serving %s", method.__name__)
+            await abort(context, APIError(E.INTERNAL, "internal error; see the sidecar log"))
         finally:
             tracing.unbind(trace)
 

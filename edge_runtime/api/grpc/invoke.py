@@ -87,7 +87,11 @@ async def invoke_service(invoking: Invoking | None, request: Any, context: Any) 
     if invoking is None:
         raise APIError(E.DIRECT_INVOKE_NOT_READY, "invoke API is not ready")
     message = request.message
-    verb = common_pb2.HTTPExtension.Verb.Name(message.http_extension.verb)
+    try:
+        verb = common_pb2.HTTPExtension.Verb.Name(message.http_extension.verb)
+    except ValueError:  # proto3 enums are open: any number can arrive
+        raise APIError(E.MALFORMED_REQUEST,
+                       f"unknown HTTP verb {message.http_extension.verb}") from None
     headers = {
         k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)
     }

@@ -14,6 +14,7 @@ from edge_runtime import errors as E
 from edge_runtime.api.configuration import Configurations
 from edge_runtime.api.grpc.dapr import DaprServicer
 from edge_runtime.api.grpc.errors import abort
+from edge_runtime.api.grpc.guard import DecodeGuard
 from edge_runtime.api.grpc.metrics import MetricsInterceptor
 from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
@@ -109,6 +110,7 @@ class GrpcServer:
         interceptors: list[Any] = [MetricsInterceptor()]
         if self._api_token:
             interceptors.append(TokenInterceptor(self._api_token))
+        interceptors.append(DecodeGuard())  # last: the others copy its deserializer
         # No SO_REUSEPORT: a second sidecar on the same port must fail, not share our calls.
         options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
         if self._max_message_size:

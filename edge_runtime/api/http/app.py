@@ -11,7 +11,9 @@ Unknown paths get a 404 and known paths with another method a 405, both as JSON 
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import logging
@@ -63,7 +65,8 @@ class Request:
         """The body parsed as JSON; a 400 ``ERR_MALFORMED_REQUEST`` when it is not."""
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: JSON nested deeper than the interpreter's stack (``[[[[...``).
             raise APIError(E.MALFORMED_REQUEST, f"failed deserializing HTTP body: {exc}") from None
 
 
@@ -139,6 +142,10 @@ def error_response(err: APIError) -> Response:
 
 
 _EXEMPT = frozenset({"/v1.0/healthz", "/v1.0/healthz/outbound"})
+# How much of a body over --max-body-size is still read (and dropped) before the 413, and for
+# how long at most: enough for an honest client to finish sending and read the answer.
+DRAIN_BYTES = 1024 * 1024
+DRAIN_S = 1.0
 
 
 class HttpApp:
@@ -167,8 +174,9 @@ class HttpApp:
         group = "unmatched"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         trace = tracing.bind(headers)  # records logged for this request carry its trace id
+        body = _BodyTracker(receive)
         try:
-            resp, group = await self._handle(scope, headers, receive)
+            resp, group = await self._handle(scope, headers, body.receive)
         except APIError as err:
             resp = error_response(err)
         except Exception:
@@ -183,6 +191,11 @@ class HttpApp:
             counter = self._counters[group, resp.status] = HTTP_REQUESTS.labels(
                 group, str(resp.status))
         counter.inc()
+        if not body.done and _has_body(scope["headers"]):
+            # Answered without reading the whole body (413, 401, 404 ...): close after the
+            # reply, or the server would go on receiving (and discarding) what the client
+            # still sends, up to a gigabyte behind a lying Content-Length.
+            resp.headers.append(("Connection", "close"))
         await self._send(send, resp)
 
     async def _handle(
@@ -234,7 +247,7 @@ class HttpApp:
         limit = self.max_body_size
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
-            raise _too_large(limit)
+            await self._refuse(receive, 0, int(length))
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -244,11 +257,31 @@ class HttpApp:
             chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise _too_large(limit)
+                await self._refuse(receive, size, None)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+    async def _refuse(self, receive: Receive, read: int, declared: int | None) -> None:
+        """Raise 413. A body at most :data:`DRAIN_BYTES` over the limit is first read to its
+        end (and thrown away, within :data:`DRAIN_S`), so an honest client that is still
+        sending gets the 413 rather than a reset connection; anything bigger (a gigabyte
+        behind ``Content-Length``, an endless chunked body) is cut off: the reply then closes
+        the connection (see ``__call__``)."""
+        limit = self.max_body_size
+        budget = (declared - read) if declared is not None else DRAIN_BYTES
+        if declared is None or declared <= limit + DRAIN_BYTES:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_S):
+                    while budget > 0:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            break
+                        budget -= len(message.get("body", b""))
+                        if not message.get("more_body", False):
+                            break
+        raise _too_large(limit)
 
     @staticmethod
     async def _send(send: Send, resp: Response) -> None:
@@ -260,6 +293,31 @@ class HttpApp:
             headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": resp.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class _BodyTracker:
+    """Wraps ASGI ``receive`` to tell whether the request body was read to its end."""
+
+    __slots__ = ("_receive", "done")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.done = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            self.done = True
+        return message
+
+
+def _has_body(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether the request announces a body (a non-zero Content-Length, or chunks)."""
+    for key, value in headers:
+        name = key.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip(b"0 ")):
+            return True
+    return False
 
 
 def _names_app(headers: dict[str, str]) -> bool:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 from edge_runtime.api.http.app import Request, Response, Route, route
 from edge_runtime.api.universal import Universal
 
 
+def openapi_document() -> bytes:
+    """The OpenAPI 3.0 description of this API (``openapi.json`` beside this module)."""
+    return resources.files(__package__).joinpath("openapi.json").read_bytes()
+
+
 def routes(core: Universal) -> list[Route]:
-    """Routes for ``/v1.0/metadata``, ``/v1.0/healthz*``, ``/v1.0/shutdown``, ``/v1.0/secrets``."""
+    """Routes for ``/v1.0/metadata``, ``/v1.0/healthz*``, ``/v1.0/shutdown``, ``/v1.0/secrets``,
+    ``/v1.0/openapi.json``."""
 
     async def get_metadata(req: Request) -> Response:
         return Response.json(core.metadata())
@@ -33,6 +41,10 @@ def routes(core: Universal) -> list[Route]:
         values = await core.get_secret(req.params["store"], req.params["key"], req.metadata())
         return Response.json(values) if values else Response(204)
 
+    async def openapi(req: Request) -> Response:
+        # Read per request, not kept: it is asked for rarely, and 70 KB is 70 KB on a Pi.
+        return Response(200, openapi_document())
+
     async def bulk_secret(req: Request) -> Response:
         values = await core.bulk_secret(req.params["store"], req.metadata())
         return Response.json(values)
@@ -45,4 +57,5 @@ def routes(core: Universal) -> list[Route]:
         route("POST", "/v1.0/shutdown", shutdown, "shutdown"),
         route("GET", "/v1.0/secrets/{store}/bulk", bulk_secret, "secrets"),
         route("GET", "/v1.0/secrets/{store}/{key}", secret, "secrets"),
+        route("GET", "/v1.0/openapi.json", openapi, "openapi"),
     ]

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import importlib.util
+import ipaddress
 import logging
+import os
 import socket
+import stat
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from edge_runtime.api.http.app import HttpApp
@@ -81,6 +86,59 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# Owner and group may connect, nobody else: the socket's mode is the access control.
+UNIX_SOCKET_MODE = 0o660
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """A listening Unix stream socket at ``path`` with mode 0660.
+
+    A stale socket file (nothing accepts on it: a sidecar that was killed) is replaced; a live
+    one (another sidecar answers) or a path that is not a socket raises ``OSError``.
+    """
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            log.info("replaced the stale socket %s", path)
+        else:
+            raise OSError(errno.EADDRINUSE, f"another process serves {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        # Before listen(): until then nobody can connect, whatever the umask gave the file.
+        os.chmod(path, UNIX_SOCKET_MODE)
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 class _Server(Server):
     """uvicorn without its signal handlers: the runtime owns SIGTERM/SIGINT."""
 
@@ -113,9 +171,18 @@ class HttpServer:
 
     @property
     def port(self) -> int:
-        """The port actually bound."""
+        """The port actually bound (0 on a Unix socket)."""
+        if self.sock.family == socket.AF_UNIX:
+            return 0
         port: int = self.sock.getsockname()[1]
         return port
+
+    @property
+    def unix_path(self) -> Path | None:
+        """The socket file when serving on a Unix socket."""
+        if self.sock.family != socket.AF_UNIX:
+            return None
+        return Path(self.sock.getsockname())
 
     async def start(self) -> None:
         """Start serving; returns once uvicorn has started."""
@@ -133,5 +200,9 @@ class HttpServer:
         if self._task is None:
             return
         self._server.should_exit = True
+        path = self.unix_path
         await self._task
         self._task = None
+        if path is not None:  # a socket file left behind would look like a live sidecar's
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

@@ -45,6 +45,6 @@ def _json_string(data: bytes) -> str | None:
     """``data`` as a JSON string's text, or ``None`` when it is not one."""
     try:
         value = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, str) else None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from edge_runtime.cloudsync.hlc import HLC
 from edge_runtime.cloudsync.protocol import sync_pb2, sync_pb2_grpc
@@ -117,7 +118,7 @@ class SyncService(sync_pb2_grpc.CloudSyncServicer):
     async def Sync(self, request_iterator: Any, context: Any) -> None:  # noqa: N802, ARG002
         """One device's stream (see the module docstring)."""
         try:
-            first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT_S)
+            first = await asyncio.wait_for(_read(context), HELLO_TIMEOUT_S)
         except TimeoutError:
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "no hello")
         if first is grpc.aio.EOF or first.WhichOneof("body") != "hello":
@@ -162,12 +163,17 @@ class SyncService(sync_pb2_grpc.CloudSyncServicer):
     async def _serve(self, conn: _Conn) -> None:
         context = conn.context
         while True:
-            msg = await context.read()
+            msg = await _read(context)
             if msg is grpc.aio.EOF:
                 return
             kind = msg.WhichOneof("body")
             if kind == "batch":
                 b = msg.batch
+                if any(r.seq >= _INT64 or r.hlc >= _INT64 for r in b.records):
+                    log.warning("device %s sent a record with seq or hlc past 2^63: closing"
+                                " the stream", conn.device_id)
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                        "a record's seq or hlc is past 2^63")
                 records = [RecordIn(r.kind, r.target, r.key, r.seq, r.hlc, bytes(r.payload))
                            for r in b.records]
                 for r in records:
@@ -199,3 +205,18 @@ class SyncService(sync_pb2_grpc.CloudSyncServicer):
                 sent = rows[-1].seq
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(conn.desired_changed.wait(), DESIRED_POLL_S)
+
+
+_INT64 = 1 << 63  # seq and hlc are stored as signed 64-bit SQLite integers
+
+
+async def _read(context: Any) -> Any:
+    """The next DeviceMessage (or EOF); bytes that are not one end the stream with
+    INVALID_ARGUMENT and a log line (grpc would answer UNKNOWN and log a traceback)."""
+    try:
+        return await context.read()
+    except DecodeError as exc:
+        log.warning("a sync stream from %s sent bytes that are not a DeviceMessage (%s): "
+                    "closing it", context.peer(), exc)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a DeviceMessage: {exc}")
+        raise AssertionError("abort returned") from None  # pragma: no cover
