@@ -29,7 +29,7 @@ __all__ = ["FaultProxy"]
 _CHUNK = 16 * 1024
 
 
-@dataclass
+@dataclass(eq=False)  # kept in a set: hashed by identity
 class _Conn:
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter
