@@ -94,15 +94,20 @@ class Counts:
     other: dict[int, int] = field(default_factory=dict)
     peak_rss_kb: dict[str, int] = field(default_factory=dict)
 
-    def report(self, app: RecordingApp, **extra: object) -> str:
+    def report(self, app: RecordingApp, *, expired: set[int] | None = None,
+               **extra: object) -> str:
+        """Print and return the line; ``expired`` are acknowledged ids meant to expire (not
+        counted as lost)."""
         received = set(self.seen_ids(app))
-        lost = len(set(self.acked) - received)
+        lost = len(set(self.acked) - received - (expired or set()))
         dups = len(app.seen) - len(set(app.seen))
         rss = ", ".join(f"{k} {v / 1024:.1f} MB" for k, v in self.peak_rss_kb.items())
         more = "".join(f", {k} {v}" for k, v in extra.items())
         line = (f"[{self.name}] messages {self.sent}, acknowledged {len(self.acked)}, "
                 f"refused 429 {self.refused}, received {len(received)}, lost {lost}, "
-                f"duplicated {dups}, peak RSS {rss or '-'}{more}")
+                f"duplicated {dups}, "
+                + (f"expired as meant {len(expired)}, " if expired is not None else "")
+                + f"peak RSS {rss or '-'}{more}")
         print(line)
         return line
 
@@ -112,13 +117,16 @@ class Counts:
 
 
 async def publish(sidecar: SidecarProcess, ids: range, counts: Counts, *,
-                  ttl_s: int | None = None, pause_s: float = 0.0) -> None:
-    """POST each id to ``net/<i % 4>``; 204s go to ``counts.acked``, 429s are counted."""
+                  ttl_s: int | None = None, pause_s: float = 0.0,
+                  topic_of: Callable[[int], str] | None = None) -> None:
+    """POST each id to ``net/<i % 4>`` (or ``topic_of(i)``); 204s go to ``counts.acked``,
+    429s are counted (and must carry ERR_PUBSUB_OUTBOX_FULL), other answers too."""
     params = {"metadata.ttlInSeconds": str(ttl_s)} if ttl_s is not None else None
     async with httpx.AsyncClient(base_url=sidecar.url, timeout=30) as client:
         for i in ids:
             counts.sent += 1
-            r = await client.post(f"/v1.0/publish/mqtt/{TOPIC}/{i % 4}", json={"i": i},
+            topic = topic_of(i) if topic_of else f"{TOPIC}/{i % 4}"
+            r = await client.post(f"/v1.0/publish/mqtt/{topic}", json={"i": i},
                                   params=params)
             if r.status_code == 204:
                 counts.acked.append(i)
@@ -211,3 +219,14 @@ async def app_ready(sidecar: SidecarProcess, limit_s: float = 30) -> None:
                 return (await client.get("/v1.0/healthz")).status_code == 204
         return False
     await wait_until(ok, limit_s, f"{sidecar.name} healthy")
+
+
+async def metric_sum(sidecar: SidecarProcess, name: str) -> float:
+    """The sum of a metric's samples over every label set (0 when absent)."""
+    async with sidecar.client("metrics", timeout=10) as client:
+        text = (await client.get("/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith((name + "{", name + " ")):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
