@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +149,14 @@ def in_order(seen: list[int], ids: set[int]) -> bool:
     return first == sorted(first)
 
 
+async def jumps_logged(sidecar: SidecarProcess) -> None:
+    """The sidecar said the clock went back and then forward (log line and metric)."""
+    back = await sidecar.metric("edge_runtime_clock_jumps_total", 'direction="back"')
+    forward = await sidecar.metric("edge_runtime_clock_jumps_total", 'direction="forward"')
+    assert (back, forward) == (1, 1), (back, forward)
+    assert "the wall clock jumped back by 31536000 s" in sidecar.log.read_text()
+
+
 async def jump_while_waiting(w: World, *, wait_real_s: float) -> None:
     """The wall clock goes back a year, ``wait_real_s`` pass, then it goes a year forward
     (two years from where it was)."""
@@ -173,9 +183,11 @@ async def outbox_scenario(root: Path, name: str, n: int) -> None:
         expired = await w.pub.metric("edge_runtime_outbox_dropped_total",
                                      'reason="expired",relay="pubsub:mqtt"')
         got_doomed = len(set(w.app.seen) & set(doomed))
-        counts.report(w.app, expired=set(doomed), expired_in_outbox=int(expired), doomed_delivered=got_doomed)
+        counts.report(w.app, expired=set(doomed), expired_in_outbox=int(expired),
+                      doomed_delivered=got_doomed)
         assert got_doomed == 0, "messages whose TTL ran out were delivered"
         assert expired == n
+        await jumps_logged(w.pub)
         assert in_order(w.app.seen, set(live))
 
 
@@ -207,9 +219,11 @@ async def inbox_scenario(root: Path, name: str, n: int) -> None:
             await asyncio.sleep(1)
         expired = await metric_sum(w.sub, "edge_runtime_inbox_expired_total")
         got_doomed = len(set(w.app.seen) & set(doomed))
-        counts.report(w.app, expired=set(doomed), expired_in_inbox=int(expired), doomed_delivered=got_doomed)
+        counts.report(w.app, expired=set(doomed), expired_in_inbox=int(expired),
+                      doomed_delivered=got_doomed)
         assert got_doomed == 0, "events whose TTL ran out were delivered"
         assert expired == n
+        await jumps_logged(w.sub)
         assert in_order(w.app.seen, set(live))
 
 
@@ -224,3 +238,38 @@ async def test_inbox_ttl_across_clock_jumps_short(tmp_path: Path) -> None:
 @pytest.mark.faults_long
 async def test_inbox_ttl_across_clock_jumps_long(tmp_path: Path) -> None:
     await inbox_scenario(tmp_path, "clock jumps, inbox long", 2000)
+
+
+def test_restamp_replaces_only_the_expiration() -> None:
+    """The relay's restamp: a fresh ``expiration`` from the TTL left, every other byte
+    (exact JSON numbers in ``data`` included) as stored; raw payloads untouched."""
+    from edge_runtime.pubsub.cloudevents import PublishOptions, envelope, restamp_expiration
+
+    body = b'{"n": 1.10, "expiration": "keep me"}'
+    stored = envelope(body, "application/json", topic="t", pubsub="p", source="a",
+                      options=PublishOptions(ttl_seconds=3600))
+    fresh = restamp_expiration(stored, 60.0)
+    old_exp = json.loads(stored)["expiration"]
+    new_exp = json.loads(fresh)["expiration"]
+    assert new_exp != old_exp
+    assert new_exp < old_exp
+    assert fresh.replace(new_exp.encode(), old_exp.encode()) == stored
+    assert b'"n": 1.10' in fresh
+    assert json.loads(fresh)["data"]["expiration"] == "keep me"
+    assert restamp_expiration(b"raw bytes", 5.0) == b"raw bytes"
+    assert restamp_expiration(b'{"expiration": 5}', 5.0) == b'{"expiration": 5}'
+
+
+async def test_clock_watch_logs_a_jump(caplog: pytest.LogCaptureFixture) -> None:
+    from edge_runtime.support.clockwatch import watch
+
+    offset = [0.0]
+    task = asyncio.create_task(watch(
+        every_s=0.01, wall=lambda: time.time() + offset[0], mono=time.monotonic))
+    await asyncio.sleep(0.05)
+    offset[0] = -365 * 86400.0
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert "the wall clock jumped back by 31536000 s" in caplog.text
