@@ -56,6 +56,8 @@ class RecordingApp:
         if req.path == "/dapr/subscribe":
             return Reply(200, json.dumps(
                 [{"pubsubname": "mqtt", "topic": f"{TOPIC}/#", "route": "/ev"}]).encode())
+        if req.path == "/tick":  # an input binding of that name (the clock scenarios' cron)
+            return Reply(200)
         if req.path != "/ev":
             return Reply(404)
         self.calls += 1

@@ -19,6 +19,8 @@ import asyncio
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import AsyncIterator
@@ -52,6 +54,31 @@ _LIBS = (
 )
 
 YEAR_BACK, YEAR_FORWARD, REAL = "-365d", "+365d", "+0"
+# Live messages' TTL: far below the year jumped, far above what a loaded 2-core machine takes
+# to deliver them (a 30 s TTL truly ran out once here, under other engineers' load).
+LIVE_TTL_S = 120
+
+# On the subscriber: a cron binding (monotonic @every) and a state store (wall-clock TTLs).
+WALL_CLOCK_USERS = textwrap.dedent("""
+    ---
+    apiVersion: dapr.io/v1alpha1
+    kind: Component
+    metadata: {name: tick}
+    spec:
+      type: bindings.cron
+      version: v1
+      metadata:
+      - {name: schedule, value: "@every 1s"}
+    ---
+    apiVersion: dapr.io/v1alpha1
+    kind: Component
+    metadata: {name: statestore}
+    spec:
+      type: state.sqlite
+      version: v1
+      metadata:
+      - {name: connectionString, value: state.db}
+""")
 
 RETRY_FAST = textwrap.dedent("""
     ---
@@ -116,9 +143,10 @@ async def world(root: Path) -> AsyncIterator[World]:
     app = RecordingApp()
     server = AppServer(app)
     await server.__aenter__()
-    sub = SidecarProcess(root, "sub", mqtt_component(broker.url, "clock-sub") + RETRY_FAST,
+    sub = SidecarProcess(root, "sub", mqtt_component(broker.url, "clock-sub", keepalive_s=10) + RETRY_FAST
+                         + WALL_CLOCK_USERS,
                          server.port, env=env)
-    pub = SidecarProcess(root, "pub", mqtt_component(broker.url, "clock-pub"), env=env)
+    pub = SidecarProcess(root, "pub", mqtt_component(broker.url, "clock-pub", keepalive_s=10), env=env)
     try:
         await sub.start()
         await app_ready(sub)
@@ -175,10 +203,10 @@ async def outbox_scenario(root: Path, name: str, n: int) -> None:
             w.broker.stop()
             doomed, live = range(1000, 1000 + n), range(2000, 2000 + n)
             await one_topic(w, doomed, counts, ttl_s=2)
-            await one_topic(w, live, counts, ttl_s=30)
+            await one_topic(w, live, counts, ttl_s=LIVE_TTL_S)
             await jump_while_waiting(w, wait_real_s=3)  # the doomed TTL truly runs out
             w.broker.start()
-            await w.app.wait_for(set(live), limit_s=25)  # inside the live TTL, real time
+            await w.app.wait_for(set(live), limit_s=LIVE_TTL_S / 2)  # well inside the TTL
             await asyncio.sleep(1)
         expired = await w.pub.metric("edge_runtime_outbox_dropped_total",
                                      'reason="expired",relay="pubsub:mqtt"')
@@ -200,27 +228,61 @@ async def test_outbox_ttl_across_clock_jumps_long(tmp_path: Path) -> None:
     await outbox_scenario(tmp_path, "clock jumps, outbox long", 2000)
 
 
+async def cron_fires(w: World) -> float:
+    """Firings of the ``tick`` schedule (the sidecar's count: the app is down meanwhile)."""
+    return await w.sub.metric("edge_runtime_cron_fires_total", 'binding="tick"')
+
+
+async def wall_clock_users_before(w: World) -> float:
+    """A state key with a TTL of an hour and one without; the cron count so far."""
+    async with w.sub.client(timeout=10) as client:
+        r = await client.post("/v1.0/state/statestore", json=[
+            {"key": "hour", "value": 1, "metadata": {"ttlInSeconds": "3600"}},
+            {"key": "plain", "value": 2},
+        ])
+        assert r.status_code == 204, r.text
+    return await cron_fires(w)
+
+
+async def wall_clock_users_after(w: World, fires_before: float, real_s: float) -> str:
+    """State TTLs follow the wall clock (as Dapr's): a year forward expires the hour-long
+    key, the plain one stays. ``@every 1s`` runs on the monotonic clock: about one firing per
+    real second, neither a burst for the year skipped nor a stop for the year repeated."""
+    async with w.sub.client(timeout=10) as client:
+        hour = await client.get("/v1.0/state/statestore/hour")
+        plain = await client.get("/v1.0/state/statestore/plain")
+    fires = int(await cron_fires(w) - fires_before)
+    assert hour.status_code == 204, "a state TTL is wall-clock (Dapr): a year later it is gone"
+    assert plain.status_code == 200
+    assert 1 <= fires <= real_s + 3, f"{fires} cron firings in {real_s:.0f} s of real time"
+    return f"cron fires {fires} in {real_s:.0f} s, state TTL key expired by the jump"
+
+
 async def inbox_scenario(root: Path, name: str, n: int) -> None:
     counts = Counts(name)
     async with world(root) as w:
         async with RssSampler(counts, {"pub": w.pub, "sub": w.sub}):
             await one_topic(w, range(5), counts, ttl_s=60)
             await w.app.wait_for(set(counts.acked))
+            fires = await wall_clock_users_before(w)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
             port = w.server.port
             await w.server.__aexit__(None, None, None)  # the app is down: port closed
             doomed, live = range(1000, 1000 + n), range(2000, 2000 + n)
             await one_topic(w, doomed, counts, ttl_s=2)
-            await one_topic(w, live, counts, ttl_s=30)
+            await one_topic(w, live, counts, ttl_s=LIVE_TTL_S)
             await wait_until(lambda: _inbox_holds(w.sub, 2 * n), 20, "events in the inbox")
             await jump_while_waiting(w, wait_real_s=3)
             w.server = AppServer(w.app, port=port)
             await w.server.__aenter__()
-            await w.app.wait_for(set(live), limit_s=25)
+            await w.app.wait_for(set(live), limit_s=LIVE_TTL_S / 2)
             await asyncio.sleep(1)
+            others = await wall_clock_users_after(w, fires, loop.time() - began)
         expired = await metric_sum(w.sub, "edge_runtime_inbox_expired_total")
         got_doomed = len(set(w.app.seen) & set(doomed))
         counts.report(w.app, expired=set(doomed), expired_in_inbox=int(expired),
-                      doomed_delivered=got_doomed)
+                      doomed_delivered=got_doomed, other_clock_users=others)
         assert got_doomed == 0, "events whose TTL ran out were delivered"
         assert expired == n
         await jumps_logged(w.sub)
@@ -273,3 +335,36 @@ async def test_clock_watch_logs_a_jump(caplog: pytest.LogCaptureFixture) -> None
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert "the wall clock jumped back by 31536000 s" in caplog.text
+
+
+_TIMERS = """
+import asyncio, sys, time
+def main(run):
+    async def sleeper():
+        start = time.monotonic()
+        task = asyncio.ensure_future(asyncio.sleep(1.0))
+        await asyncio.sleep(0.2)
+        open(sys.argv[1], "w").write("+365d\\n")  # a year forward, mid-sleep
+        await task
+        print(time.monotonic() - start, asyncio.get_running_loop().time() - start, time.time())
+    run(sleeper())
+main(asyncio.run)
+import uvloop
+main(uvloop.run)
+"""
+
+
+def test_event_loop_timers_are_monotonic_under_faketime(tmp_path: Path) -> None:
+    """asyncio's and uvloop's timers run on CLOCK_MONOTONIC, which libfaketime leaves alone
+    here as a real jump does: a 1 s sleep with the wall clock moved a year forward mid-sleep
+    neither fires at once nor waits a year."""
+    clock = FakeClock(tmp_path / "faketime")
+    out = subprocess.run(
+        [sys.executable, "-c", _TIMERS, str(clock.path)], env={**os.environ, **clock.env()},
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split("\n")
+    lines = [line.split() for line in out if line]
+    assert len(lines) == 2, out
+    for elapsed, _loop_elapsed, wall in lines:
+        assert float(wall) > time.time() + 300 * 86400, "libfaketime did not move the clock"
+        assert 0.9 <= float(elapsed) < 30, out  # "not at once, not a year": no timing claim
