@@ -143,10 +143,10 @@ async def world(root: Path) -> AsyncIterator[World]:
     app = RecordingApp()
     server = AppServer(app)
     await server.__aenter__()
-    sub = SidecarProcess(root, "sub", mqtt_component(broker.url, "clock-sub", keepalive_s=10) + RETRY_FAST
-                         + WALL_CLOCK_USERS,
-                         server.port, env=env)
-    pub = SidecarProcess(root, "pub", mqtt_component(broker.url, "clock-pub", keepalive_s=10), env=env)
+    sub_res = mqtt_component(broker.url, "clock-sub", keepalive_s=10) + RETRY_FAST
+    sub = SidecarProcess(root, "sub", sub_res + WALL_CLOCK_USERS, server.port, env=env)
+    pub_res = mqtt_component(broker.url, "clock-pub", keepalive_s=10)
+    pub = SidecarProcess(root, "pub", pub_res, env=env)
     try:
         await sub.start()
         await app_ready(sub)
