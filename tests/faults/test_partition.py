@@ -157,7 +157,7 @@ async def test_slow_link_1kbps_short(tmp_path: Path) -> None:
 
 @pytest.mark.faults_long
 async def test_slow_link_1kbps_long(tmp_path: Path) -> None:
-    await slow_link(tmp_path, "1 KB/s long", 600)
+    await slow_link(tmp_path, "1 KB/s long", 300)
 
 
 async def cut_mid_packet(root: Path, name: str, n: int, cuts: int) -> None:

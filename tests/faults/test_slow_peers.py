@@ -268,4 +268,4 @@ async def test_slow_broker_short(tmp_path: Path) -> None:
 
 @pytest.mark.faults_long
 async def test_slow_broker_long(tmp_path: Path) -> None:
-    await slow_broker(tmp_path, "slow broker 200 ms long", 20000)
+    await slow_broker(tmp_path, "slow broker 200 ms long", 5000)
