@@ -269,3 +269,32 @@ async def test_slow_broker_short(tmp_path: Path) -> None:
 @pytest.mark.faults_long
 async def test_slow_broker_long(tmp_path: Path) -> None:
     await slow_broker(tmp_path, "slow broker 200 ms long", 5000)
+
+
+def test_inbound_timeout_is_read_from_resiliency(tmp_path: Path) -> None:
+    """``targets.components.<c>.inbound.timeout`` names a ``policies.timeouts`` entry; it
+    bounds each delivery attempt (with or without a retry policy); unknown names are
+    problems with their place."""
+    from edge_runtime.config.loader import load_resources
+    from edge_runtime.inbox import inbound_retry
+
+    (tmp_path / "r.yaml").write_text(sub_resources("1500ms") + textwrap.dedent("""
+        ---
+        apiVersion: dapr.io/v1alpha1
+        kind: Resiliency
+        metadata: {name: more}
+        spec:
+          policies:
+            timeouts: {slow: 1m}
+          targets:
+            components:
+              other: {inbound: {timeout: slow}}
+              broken: {inbound: {timeout: nowhere}}
+    """))
+    retry, problems = inbound_retry(load_resources([tmp_path]).others, "app")
+    assert retry.for_pubsub("mqtt").timeout_s == 1.5
+    assert retry.for_pubsub("mqtt").duration_s == 0.3  # the retry policy kept
+    assert retry.for_pubsub("other").timeout_s == 60.0
+    assert retry.for_pubsub("statestore").timeout_s is None
+    assert len(problems) == 1
+    assert "nowhere" in str(problems[0])
