@@ -31,6 +31,7 @@ import pytest
 
 from tests.appchannel.appserver import AppServer
 from tests.faults.netkit import (
+    BROKER_CONFIG,
     Counts,
     RecordingApp,
     RssSampler,
@@ -138,7 +139,7 @@ async def world(root: Path) -> AsyncIterator[World]:
     require_mosquitto()
     clock = FakeClock(root / "faketime")
     env = clock.env()
-    broker = Mosquitto(root / "broker")
+    broker = Mosquitto(root / "broker", extra_config=BROKER_CONFIG)
     broker.start()
     app = RecordingApp()
     server = AppServer(app)

@@ -20,6 +20,7 @@ import pytest
 
 from tests.appchannel.appserver import AppServer
 from tests.faults.netkit import (
+    BROKER_CONFIG,
     Counts,
     RecordingApp,
     RssSampler,
@@ -53,7 +54,7 @@ async def world(root: Path, *, pub_extra: str = "", inbound_proxy: bool = False,
     """Broker, proxy, app and both sidecars; the proxy sits on the publisher's link, or on
     the subscriber's with ``inbound_proxy``."""
     require_mosquitto()
-    broker = Mosquitto(root / "broker")
+    broker = Mosquitto(root / "broker", extra_config=BROKER_CONFIG)
     broker.start()
     proxy = await FaultProxy("127.0.0.1", broker.port).start()
     app = RecordingApp()

@@ -24,6 +24,7 @@ import pytest
 
 from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.faults.netkit import (
+    BROKER_CONFIG,
     Counts,
     RecordingApp,
     RssSampler,
@@ -118,7 +119,7 @@ class World:
 @contextlib.asynccontextmanager
 async def world(root: Path, *, app_timeout: str = "1s") -> AsyncIterator[World]:
     require_mosquitto()
-    broker = Mosquitto(root / "broker")
+    broker = Mosquitto(root / "broker", extra_config=BROKER_CONFIG)
     broker.start()
     proxy = await FaultProxy("127.0.0.1", broker.port).start()
     app = RecordingApp()
