@@ -24,6 +24,8 @@ TOPIC = "net"
 # half-open scenario lost 2102 of 5500 acknowledged messages at the broker that way.
 BROKER_CONFIG = "max_queued_messages 0"
 
+RSS_LIMIT_MB = 150  # a sidecar above this holds its backlog in memory (or leaks)
+
 
 def mqtt_component(url: str, client_id: str, *, keepalive_s: int = 2, extra: str = "") -> str:
     """A ``pubsub.mqtt3`` component named ``mqtt``: short keepalive and reconnect backoff so a
@@ -116,6 +118,9 @@ class Counts:
                 + (f"expired as meant {len(expired)}, " if expired is not None else "")
                 + f"peak RSS {rss or '-'}{more}")
         print(line)
+        for sidecar, kb in self.peak_rss_kb.items():
+            # Bounded memory: the backlog lives on disk. The sidecars idle at 65-75 MB here.
+            assert kb < RSS_LIMIT_MB * 1024, f"{sidecar} peaked at {kb / 1024:.0f} MB"
         return line
 
     @staticmethod
