@@ -383,8 +383,13 @@ class Deliverer(Generic[T]):
         if self.inbox.expired(row):
             await self._expire(sub, row)
             return
+        timeout = self._retry(sub.component).timeout_s
         try:
-            result: Outcome | Exception = await self._deliver(sub, row)
+            work = self._deliver(sub, row)
+            result: Outcome | Exception = await (
+                asyncio.wait_for(work, timeout) if timeout else work)
+        except TimeoutError:  # the Resiliency inbound timeout: a retry, as Dapr counts it
+            result = RetryEventError(f"the app did not answer within {timeout:g} s")
         except Exception as exc:  # noqa: BLE001 - every failure is settled (and logged) below
             result = exc
         await self._settle(sub, row, result)

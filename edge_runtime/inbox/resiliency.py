@@ -12,15 +12,17 @@ defined of ``DefaultPubsubComponentInboundRetryPolicy``, ``DefaultComponentInbou
 A retry policy: ``policy`` ``constant`` (default) or ``exponential``; ``duration`` (constant,
 default 5s); ``maxInterval`` (exponential, default 60s); ``maxRetries`` (default -1 =
 unlimited); ``matching`` is accepted and ignored (every failure is retried). Exponential
-starts at 0.5 s and grows x1.5 as Dapr's does, with full jitter (Dapr: ±50 %). Timeouts and
-circuit breakers are not applied to inbound delivery. Keys are matched case-insensitively;
-problems carry ``file:line``.
+starts at 0.5 s and grows x1.5 as Dapr's does, with full jitter (Dapr: ±50 %). A target's
+``inbound.timeout`` names a duration under ``spec.policies.timeouts``: each delivery attempt
+taking longer fails and is retried (the policy's ``timeout_s``). Circuit breakers are not
+applied to inbound delivery. Keys are matched case-insensitively; problems carry
+``file:line``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from edge_runtime.config.manifest import ConfigProblem, Mark, RawResource
@@ -236,8 +238,11 @@ def inbound_retry(
         if not isinstance(components, Mapping):
             continue
         for comp, target in components.items():
+            timeout = _inbound_timeout(reader, raw, spec, str(comp), target)
             ref = lookup(target, "inbound", "retry")
             if ref is None:
+                if timeout is not None:
+                    by_pubsub[str(comp)] = replace(DEFAULT_RETRY, timeout_s=timeout)
                 continue
             where = ("spec", "targets", "components", str(comp), "inbound", "retry")
             if ref in broken:
@@ -246,10 +251,28 @@ def inbound_retry(
                 reader.bad(raw, where, f"retry policy {ref!r} is not defined under "
                            "spec.policies.retries")
                 continue
-            by_pubsub[str(comp)] = policies[ref][0]
+            by_pubsub[str(comp)] = replace(policies[ref][0], timeout_s=timeout)
     default = next((policies[n][0] for n in DEFAULT_POLICY_NAMES if n in policies),
                    DEFAULT_RETRY)
     binding_default = next(
         (policies[n][0] for n in BINDING_DEFAULT_POLICY_NAMES if n in policies), DEFAULT_RETRY
     )
     return InboundRetry(by_pubsub, default, binding_default), list(found.problems)
+
+
+def _inbound_timeout(
+    reader: Reader, raw: RawResource, spec: Mapping[str, Any], comp: str, target: Any
+) -> float | None:
+    """Seconds of the timeout policy ``targets.components.<comp>.inbound.timeout`` names;
+    ``None`` when there is none (or it is broken: reported in the problems)."""
+    ref = lookup(target, "inbound", "timeout")
+    if ref is None:
+        return None
+    where: tuple[PathPart, ...] = ("spec", "targets", "components", comp, "inbound", "timeout")
+    timeouts = fold(lookup(spec, "policies", "timeouts")) or {}
+    if not isinstance(ref, str) or ref.lower() not in timeouts:
+        reader.bad(raw, where, f"timeout policy {ref!r} is not defined under "
+                   "spec.policies.timeouts")
+        return None
+    return reader.duration(raw, ("spec", "policies", "timeouts", ref),
+                           timeouts[ref.lower()], 0.0) or None

@@ -18,7 +18,9 @@ __all__ = ["DEFAULT_RETRY", "RetryPolicy"]
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """A retry schedule. ``max_retries`` < 0 means unlimited; 0 means one attempt only."""
+    """A retry schedule. ``max_retries`` < 0 means unlimited; 0 means one attempt only.
+    ``timeout_s`` bounds each delivery attempt (a Resiliency target's ``inbound.timeout``);
+    ``None``: the app channel's own timeout only."""
 
     kind: Literal["constant", "exponential"] = "exponential"
     duration_s: float = 5.0  # constant
@@ -27,6 +29,7 @@ class RetryPolicy:
     max_interval_s: float = 30.0
     max_retries: int = 10
     name: str = ""
+    timeout_s: float | None = None
 
     def exhausted(self, failures: int) -> bool:
         """Whether ``failures`` failed attempts used the retries up."""

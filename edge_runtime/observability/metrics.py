@@ -348,6 +348,13 @@ SERIAL_BYTES = Counter(
     ["binding", "direction"],
     registry=REGISTRY,
 )
+CLOCK_JUMPS = Counter(
+    "edge_runtime_clock_jumps",
+    "Wall-clock jumps seen against the monotonic clock (support/clockwatch.py), by direction.",
+    ["direction"],
+    registry=REGISTRY,
+)
+
 CRON_FIRES = Counter(
     "edge_runtime_cron_fires",
     "Times a cron binding's schedule fired (each is one input event).",

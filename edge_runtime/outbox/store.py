@@ -76,7 +76,9 @@ class Item:
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """A stored message; ``expired`` is computed when it is read."""
+    """A stored message; ``expired`` is computed when it is read. ``deadline`` is when its TTL
+    runs out on the outbox's monotonic clock (``time.monotonic`` unless a test injects
+    another), ``None`` without a TTL."""
 
     seq: int
     topic: str
@@ -84,6 +86,7 @@ class Row:
     metadata: dict[str, str]
     size: int
     expired: bool
+    deadline: float | None = None
 
 
 def _ddl(table: str) -> str:
@@ -300,9 +303,11 @@ class Outbox:
             for seq, topic, payload, md, size, ttl, _boot, deadline in conn.execute(
                 self._sql_claim, (after, limit)
             ):
-                expired = ttl is not None and deadline is not None and mono >= deadline
+                if ttl is None:
+                    deadline = None
+                expired = deadline is not None and mono >= deadline
                 out.append(Row(seq, topic, bytes(payload), json.loads(md) if md != "{}" else {},
-                               size, expired))
+                               size, expired, deadline))
             return out
 
         return await self.db.read(read)

@@ -77,8 +77,35 @@ def _now_local() -> str:
     return _stamp[1]
 
 
-def _expiration(ttl: int) -> str:
+def _expiration(ttl: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=ttl)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def restamp_expiration(data: bytes, remaining_s: float) -> bytes:
+    """``data`` with its top-level ``expiration`` set to now plus ``remaining_s``; ``data``
+    unchanged when it is not a JSON object with a string ``expiration`` (a raw payload).
+
+    Why: the envelope's ``expiration`` is an absolute wall-clock time stamped at publish; a
+    message that waited in the outbox across a wall-clock jump would arrive a year expired
+    (or a year from expiring). The outbox keeps the true remaining time on the monotonic
+    clock (DESIGN.md §5), so the relay restamps from it just before sending. Only the value's
+    bytes are replaced: the rest of the envelope (JSON numbers in ``data`` included) is sent
+    as it was stored.
+    """
+    if b'"expiration"' not in data:
+        return data
+    try:
+        event = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return data
+    old = event.get("expiration") if isinstance(event, dict) else None
+    if not isinstance(old, str):
+        return data
+    fresh = _expiration(max(0.0, remaining_s))
+    if fresh == old:
+        return data
+    token = b'"expiration":' + _dumps(old)
+    return data.replace(token, b'"expiration":' + _dumps(fresh), 1)
 
 
 def _dumps(value: Any) -> bytes:

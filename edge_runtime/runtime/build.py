@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from edge_runtime.outbox.limits import outbox_metadata
 from edge_runtime.outbox.relay import Relay, StartSend
 from edge_runtime.outbox.store import Outbox, Row
 from edge_runtime.pubsub import Message, PubSub
+from edge_runtime.pubsub.cloudevents import restamp_expiration
 from edge_runtime.registry import ComponentContext, Registry, UnknownComponentTypeError
 from edge_runtime.runtime.compstore import (
     BindingComponent,
@@ -180,14 +182,14 @@ class Builder:
         await outbox.open()
 
         async def send(row: Row) -> None:
-            await pubsub.publish(Message(row.topic, row.payload, row.metadata))
+            await pubsub.publish(Message(row.topic, _fresh_payload(row), row.metadata))
 
         start_send: StartSend | None = None
         start_publish = getattr(pubsub, "start_publish", None)  # MQTT's pipelined publish
         if start_publish is not None:
             async def start_send(row: Row) -> asyncio.Future[None]:
                 fut: asyncio.Future[None] = await start_publish(
-                    Message(row.topic, row.payload, row.metadata))
+                    Message(row.topic, _fresh_payload(row), row.metadata))
                 return fut
 
         window = int(getattr(pubsub, "inflight", 100) or 100)
@@ -213,6 +215,14 @@ class Builder:
                 await loaded.instance.close()
             except Exception:
                 log.exception("closing %s failed", loaded.manifest.describe())
+
+
+def _fresh_payload(row: Row) -> bytes:
+    """The row's bytes, with a CloudEvent ``expiration`` restamped from the TTL the outbox
+    says is left (monotonic), so a wall-clock jump while it waited changes nothing."""
+    if row.deadline is None:
+        return row.payload
+    return restamp_expiration(row.payload, row.deadline - time.monotonic())
 
 
 def data_loss_notes(components: CompStore) -> list[str]:

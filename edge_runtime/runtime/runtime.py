@@ -43,7 +43,7 @@ from edge_runtime.runtime.binding_inputs import BindingInputs
 from edge_runtime.runtime.build import Builder, StartError, data_loss_notes
 from edge_runtime.runtime.invocation import InvocationSetup
 from edge_runtime.runtime.subscribing import SubscribeError, Subscriptions
-from edge_runtime.support import systemd
+from edge_runtime.support import clockwatch, systemd
 from edge_runtime.support.atomicfile import write_atomic
 from edge_runtime.support.disk import DiskBudget
 from edge_runtime.support.sqlitedb import Database
@@ -186,6 +186,7 @@ class Runtime:
         systemd.notify(f"READY=1\nSTATUS=serving the Dapr API on port {where}")
         if (dog := systemd.start_watchdog()) is not None:
             self._tasks.append(dog)  # cancelled first on stop, after STOPPING=1
+        self._tasks.append(clockwatch.start())  # logs wall-clock jumps (NTP sync, date -s)
         await self._start_app()
 
     async def _open_ports(self) -> None:

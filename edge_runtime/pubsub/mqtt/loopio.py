@@ -73,8 +73,10 @@ class SocketDriver:
     def detach(self) -> None:
         """Unregister the socket (before paho closes it, or after)."""
         if self._loop is not None and self._fd >= 0:
-            self._loop.remove_reader(self._fd)
-            self._loop.remove_writer(self._fd)
+            with contextlib.suppress(RuntimeError):  # uvloop: a poll handle it closed itself
+                self._loop.remove_reader(self._fd)
+            with contextlib.suppress(RuntimeError):
+                self._loop.remove_writer(self._fd)
         self._fd, self._writing = -1, False
 
     def drop(self) -> None:
@@ -120,7 +122,16 @@ class SocketDriver:
         """paho has bytes to send."""
         if self._on_loop() and self._fd >= 0 and not self._writing and self._loop is not None:
             self._writing = True
-            self._loop.add_writer(self._fd, self._writable)
+            try:
+                self._loop.add_writer(self._fd, self._writable)
+            except RuntimeError as exc:
+                # uvloop closes its poll handle itself when the socket reports an error, and
+                # then refuses the fd; raising here would fail paho's caller (a PUBACK in a
+                # message task). The connection is broken: end it, paho reports the loss.
+                self._writing = False
+                log.warning("MQTT %s: the socket's poll handle is gone (%s); reconnecting",
+                            self.name, exc)
+                self._loop.call_soon(self.drop)
 
     def on_unregister_write(self, _client: Any, _userdata: Any, _sock: Any) -> None:
         """paho sent everything."""
