@@ -30,11 +30,12 @@ venv: $(VENV)/.installed
 # mosquitto (pub/sub broker), socat (serial pty pairs in tests), qemu-system-x86 and cpio
 # (the gpio-sim VM that runs bindings.gpio against a real kernel), iproute2's ip (the
 # network namespaces of the mDNS tests), and chromium with chromium-driver (the fleet page's
-# headless browser test) from Debian's packages.
+# headless browser test), openssl (throwaway certificates), fuse3 (the power-cut filesystem)
+# and faketime (clock jumps) of tests/faults, from Debian's packages.
 system-deps:
 	@missing=""; \
 	for pair in mosquitto:mosquitto socat:socat qemu-system-x86:qemu-system-x86_64 cpio:cpio \
-	  iproute2:ip chromium:chromium chromium-driver:chromedriver openssl:openssl fuse3:fusermount3; do \
+	  iproute2:ip chromium:chromium chromium-driver:chromedriver openssl:openssl fuse3:fusermount3 faketime:faketime; do \
 	  pkg=$${pair%%:*}; tool=$${pair##*:}; \
 	  command -v $$tool >/dev/null 2>&1 || [ -x /usr/sbin/$$tool ] || missing="$$missing $$pkg"; \
 	done; \
