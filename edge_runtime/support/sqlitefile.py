@@ -89,6 +89,7 @@ class FileOptions:
     read_only: bool = False
     immutable: bool = False
     schema_key: str = "schema_version"
+    page_size: int = 0  # for a new file; 0: SQLite's default (4096)
 
     @property
     def latest_version(self) -> int:
@@ -219,6 +220,10 @@ def _open_writer(o: FileOptions) -> sqlite3.Connection:
 
 def _configure(o: FileOptions, conn: sqlite3.Connection, *, new: bool) -> None:
     if new and not o.read_only:
+        if o.page_size:
+            # Small pages for queues of small rows: a commit appends each page it touched
+            # to the WAL, so 1 KB pages write a quarter of what 4 KB pages do per row.
+            conn.execute(f"PRAGMA page_size = {int(o.page_size)}")
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     if o.path is not None and not o.read_only:
         want = "wal" if o.wal else "delete"
