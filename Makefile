@@ -9,7 +9,7 @@ HTTP_PORT ?= 3500
 MOSQUITTO_PORT ?= 1883
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: faults run test lint typecheck unit bench system-deps test-tools venv clean test-arm
+.PHONY: faults run test lint typecheck unit bench bench-full system-deps test-tools venv clean test-arm
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -88,11 +88,19 @@ bench: $(VENV)/.installed-test
 	$(PY) -m bench.grpc_bench
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.pubsub_bench
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 50
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 1000 --seconds 5
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.wear_bench --windows 0,2,20 --repeat 2 --seconds 3
 	$(PY) -m bench.startup_bench
 	$(PY) -m bench.invoke_bench
 	$(PY) -m bench.gpio_bench
 	$(PY) -m bench.serial_bench
 	$(PY) -m bench.cloud_bench
+
+# The long ones (docs/performance.md): the whole commit-window table, 1,000,000 messages
+# through one sidecar, a 1,000,000-row backlog.
+bench-full: $(VENV)/.installed-test
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.wear_bench --windows 0,2,5,20,100 --repeat 3
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.steady_bench
 
 # The suite on emulated aarch64: a Debian arm64 rootfs (debootstrap + qemu-user-static, cached
 # in .cache/arm64), our wheel and the test extra from aarch64 wheels, then pytest in the chroot

@@ -18,6 +18,9 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
+
+from bench._httpload import Poster
 from bench._sidecar import mqtt_component
 from tests.support.mosquitto import Mosquitto
 
@@ -124,8 +127,6 @@ class Pair:
     def commits(self, side: str, db: str) -> tuple[float, float]:
         """(commits, rows) of database ``db`` of sidecar ``side`` ("pub"/"sub"), from its
         metrics."""
-        import httpx  # noqa: PLC0415
-
         port = json.loads((self.data_dirs[side] / "runtime.json").read_text())["ports"]["metrics"]
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         got = [0.0, 0.0]
@@ -136,10 +137,16 @@ class Pair:
                     got[i] += float(line.rsplit(" ", 1)[1])
         return got[0], got[1]
 
+    def rss_kib(self, side: str) -> int:
+        """Resident memory of sidecar ``side`` in KiB."""
+        proc = self.pub if side == "pub" else self.sub
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
     def _wait_subscribed(self) -> None:
         """Publish probes until one reaches the app (the subscription is live)."""
-        import httpx  # noqa: PLC0415 - only the benchmarks need it
-
         url = f"http://127.0.0.1:{self.pub_port}/v1.0/publish/mqtt/{self.topic}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -151,8 +158,6 @@ class Pair:
 
     def stats(self) -> dict[str, object]:
         """The app's count of events and the latencies since the last call."""
-        import httpx  # noqa: PLC0415
-
         got: dict[str, object] = httpx.get(
             f"http://127.0.0.1:{self.app_port}/stats", timeout=30).json()
         return got
@@ -175,8 +180,6 @@ async def publish_at(port: int, topic: str, rate: float, seconds: float,
                      size: int = 200) -> tuple[int, list[int]]:
     """POST ``rate`` events/s for ``seconds`` (each ``{"t": monotonic, "pad": ...}``, about
     ``size`` bytes); (events sent, statuses other than 204)."""
-    from bench._httpload import Poster  # noqa: PLC0415
-
     n = int(rate * seconds)
     bad: list[int] = []
     async with Poster("127.0.0.1", port, f"/v1.0/publish/mqtt/{topic}", conns=32) as post:

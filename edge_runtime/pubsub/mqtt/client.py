@@ -101,7 +101,11 @@ class MqttClient:
         )
         client.max_inflight_messages = 0  # our Window is the limit; paho must never queue
         client.connect_timeout = o.connect_timeout
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        paho_log = logging.getLogger(f"{__name__}.paho")
+        if paho_log.isEnabledFor(logging.DEBUG):
+            # paho logs a line per packet: a formatted call on the hot path for nothing
+            # unless someone reads debug output (our own code logs the failures it sees).
+            client.enable_logger(paho_log)
         if o.username is not None:
             client.username_pw_set(o.username, o.password)
         if o.tls is not None:
