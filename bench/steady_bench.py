@@ -69,7 +69,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=200)
     ap.add_argument("--backlog", type=int, default=1_000_000)
     ap.add_argument("--probes", type=int, default=500)
-    ap.add_argument("--dir", default=".", help="where the data dir goes (a real disk)")
+    ap.add_argument("--dir", default="/var/tmp",  # noqa: S108 - a private mkdtemp inside
+                    help="where the data dir goes: a real disk, not tmpfs (default /var/tmp)")
     args = ap.parse_args()
     entries = json.dumps([{"entryId": str(i), "event": json.loads(PAYLOAD),
                            "contentType": "application/json"} for i in range(args.batch)])

@@ -6,8 +6,8 @@ Both sidecars run with the same ``--commit-window-ms``. At a fixed rate (default
 ~200-byte events) for a few seconds per window, it reads ``write_bytes`` of ``/proc/PID/io``
 of each sidecar before and after (pages the process dirtied and the kernel must write out: what
 the flash receives, ext4's own journal aside), and divides by the messages that reached the
-app. The data dirs are on the disk the benchmark runs from (``--dir``, default the current
-folder), never tmpfs: tmpfs writes nothing.
+app. The data dirs go under ``--dir`` (default ``/var/tmp``), which must be a real disk: tmpfs
+writes nothing.
 
 Latency (p50/p99) is publish → app, one clock (CLOCK_MONOTONIC) for both ends. Baseline in the
 same run: the first window given (by default 0, the old default: no extra wait).
@@ -93,7 +93,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--windows", default="0,2,5,20,100",
                     help="commit windows in ms, comma-separated; the first is the baseline")
-    ap.add_argument("--dir", default=".", help="where the data dirs go (a real disk)")
+    ap.add_argument("--dir", default="/var/tmp",  # noqa: S108 - a private mkdtemp inside
+                    help="where the data dirs go: a real disk, not tmpfs (default /var/tmp)")
     ap.add_argument("--verbose", action="store_true", help="print commits per run")
     ap.add_argument("--extra", default="", help="more sidecar arguments, space-separated")
     args = ap.parse_args()
