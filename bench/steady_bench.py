@@ -86,7 +86,12 @@ def main() -> None:
         sub.stdout.readline()
         comp = work / "sidecar"
         (comp / "components").mkdir(parents=True)
-        (comp / "components" / "mqtt.yaml").write_text(mqtt_component(broker.url, "steady"))
+        # Room for the backlog plus the probes: the default limit is 1,000,000 messages.
+        room = args.backlog + args.messages + 4 * args.probes + 1000
+        (comp / "components" / "mqtt.yaml").write_text(
+            mqtt_component(broker.url, "steady")
+            + f'  - {{name: maxMessages, value: "{room}"}}\n'
+            + f'  - {{name: maxBytes, value: "{room * 1024}"}}\n')
         procs: list[subprocess.Popen[bytes]] = []
         try:
             proc, port, _ = start(comp, "--disable-grpc-api")
