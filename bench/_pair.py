@@ -59,11 +59,12 @@ APP = textwrap.dedent("""
 
 
 def write_bytes(pid: int) -> int:
-    """Bytes this process caused to be written to storage (``/proc/PID/io``)."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    return 0
+    """Bytes this process caused to be written to storage: ``write_bytes`` less
+    ``cancelled_write_bytes`` of ``/proc/PID/io`` (pages dirtied in files deleted or truncated
+    before write-back, such as SQLite's temporary files, never reach the disk)."""
+    fields = dict(line.split(": ") for line in
+                  Path(f"/proc/{pid}/io").read_text().splitlines() if ": " in line)
+    return int(fields.get("write_bytes", 0)) - int(fields.get("cancelled_write_bytes", 0))
 
 
 def pct(values: list[float], p: float) -> float:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from bench._pair import write_bytes
 from bench._sidecar import mqtt_component, start
 from tests.support.mosquitto import Mosquitto
 
@@ -93,13 +94,6 @@ def wait_count(path: Path, target: int, limit_s: float) -> float:
     while arrived(path) < target and time.monotonic() - start < limit_s:
         time.sleep(0.05)
     return time.monotonic() - start
-
-
-def write_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    return 0
 
 
 def wrk(url: str, body: str, seconds: int, conns: int, work: Path) -> float:
