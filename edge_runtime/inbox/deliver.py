@@ -184,8 +184,6 @@ class Deliverer(Generic[T]):
         # one redelivery, which at-least-once allows).
         self._completing: dict[str, set[int]] = {}
         self._deletes: set[asyncio.Task[None]] = set()
-        self._to_delete: list[InboxRow] = []
-        self._deleter: asyncio.Task[None] | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -353,31 +351,22 @@ class Deliverer(Generic[T]):
             self.inbox.waiter(sub.key).set()
 
     def _complete_later(self, row: InboxRow) -> None:
-        """Delete a delivered row in the background; the loop skips it until then.
+        """Delete a delivered row in the background; the loop skips it until then."""
+        pending = self._completing.setdefault(row.sub_key, set())
+        pending.add(row.seq)
+        task = asyncio.create_task(self._complete(row, pending), name=f"inbox-done:{row.seq}")
+        self._deletes.add(task)
+        task.add_done_callback(self._deletes.discard)
 
-        Rows delivered while a delete is committing go together in the next one: one
-        transaction (a few WAL pages) for many rows instead of one each, which is most of
-        what a delivered event costs the flash otherwise."""
-        self._completing.setdefault(row.sub_key, set()).add(row.seq)
-        self._to_delete.append(row)
-        if self._deleter is None or self._deleter.done():
-            self._deleter = asyncio.create_task(self._delete_delivered(), name="inbox-done")
-            self._deletes.add(self._deleter)
-            self._deleter.add_done_callback(self._deletes.discard)
-
-    async def _delete_delivered(self) -> None:
-        while self._to_delete:
-            rows, self._to_delete = self._to_delete, []
-            try:
-                await self.inbox.complete_many(rows)
-            except (InboxError, StorageFullError) as exc:
-                log.warning("inbox: deleting %d delivered event(s) failed (%s); they will be"
-                            " delivered again", len(rows), exc)
-            finally:
-                for row in rows:
-                    self._completing.get(row.sub_key, set()).discard(row.seq)
-                for key in {row.sub_key for row in rows}:
-                    self.inbox.waiter(key).set()
+    async def _complete(self, row: InboxRow, pending: set[int]) -> None:
+        try:
+            await self.inbox.complete(row)
+        except (InboxError, StorageFullError) as exc:
+            log.warning("inbox: deleting delivered event %s failed (%s); it will be delivered"
+                        " again", _describe(row), exc)
+        finally:
+            pending.discard(row.seq)
+            self.inbox.waiter(row.sub_key).set()
 
     async def _guarded(self, row: InboxRow, work: Awaitable[None]) -> None:
         """Run ``work`` for ``row``; a failure leaves the row in place, after a pause."""

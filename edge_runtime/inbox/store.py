@@ -66,9 +66,6 @@ ROW_OVERHEAD = 128  # bytes a row costs beyond its data, metadata and topic
 _PRUNE_CHUNK = 2000  # seen ids deleted per unit, so writers interleave with a big prune
 _RECLAIM_MIN_PAGES = 256  # free pages worth giving back once the backlog drained
 _CHECKPOINT = "mono_checkpoint"
-# Small pages: a dedup id lands on a random page of ``seen`` and every page a commit touches
-# is written whole to the WAL, so 1 KB pages write a quarter of 4 KB ones (docs/performance.md).
-PAGE_SIZE = 1024
 
 
 class InboxError(Exception):
@@ -136,7 +133,6 @@ class Inbox:
         self.db = Database(
             self.path, name=schema.DB_NAME, migrations=schema.MIGRATIONS,
             durability=durability, commit_window_ms=commit_window_ms, disk_budget=disk_budget,
-            page_size=PAGE_SIZE,
         )
         self._wakers: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
@@ -299,25 +295,6 @@ class Inbox:
         # No fsync: a completion lost in a power cut means one more delivery (at least once).
         left = await self._guard(self.db.write(unit, durable=False), "delete")
         INBOX_BACKLOG.labels(subscription=row.sub_key).set(left)
-
-    async def complete_many(self, rows: Sequence[InboxRow]) -> None:
-        """Delete delivered rows in one transaction (see :meth:`complete`)."""
-        if not rows:
-            return
-        keys = sorted({r.sub_key for r in rows})
-
-        def unit(conn: sqlite3.Connection) -> list[tuple[str, int]]:
-            conn.executemany("DELETE FROM messages WHERE seq = ?", [(r.seq,) for r in rows])
-            left = []
-            for key in keys:
-                found = conn.execute(
-                    "SELECT messages FROM backlog WHERE sub_key = ?", (key,)).fetchone()
-                left.append((key, int(found[0]) if found else 0))
-            return left
-
-        # No fsync, as for complete().
-        for key, n in await self._guard(self.db.write(unit, durable=False), "delete"):
-            INBOX_BACKLOG.labels(subscription=key).set(n)
 
     async def reschedule(
         self, row: InboxRow, *, attempts: int, delay_s: float, error: str

@@ -41,9 +41,6 @@ log = logging.getLogger(__name__)
 _NAME = re.compile(r"[^A-Za-z0-9_]")
 _ROW_OVERHEAD = 64
 CHECKPOINT_S = 30.0
-# Rows are small and short-lived: each commit writes every page it touched to the WAL, so
-# small pages cut the bytes the flash receives per message (docs/performance.md).
-PAGE_SIZE = 1024
 
 
 class OutboxFullError(Exception):
@@ -102,10 +99,7 @@ MIGRATIONS = [Migration(1, "SELECT 1", "outbox file (tables are made per relay)"
 
 
 def open_database(path: Path, **kwargs: object) -> Database:
-    """The ``outbox.db`` shared by every relay (one writer thread, one fsync per batch).
-
-    A new file gets ``PAGE_SIZE`` pages (measured in ``bench/wear_bench.py``)."""
-    kwargs.setdefault("page_size", PAGE_SIZE)
+    """The ``outbox.db`` shared by every relay (one writer thread, one fsync per batch)."""
     return Database(path, name="outbox", migrations=MIGRATIONS, **kwargs)  # type: ignore[arg-type]
 
 

@@ -57,8 +57,7 @@ class Database:
     metrics and logs. ``schema`` names the ``_meta`` key of the schema version when several
     components share a file. ``quarantine_dir`` defaults to ``<path's folder>/quarantine``.
     ``commit_window_ms`` > 0 makes the writer wait that long for more work before committing.
-    ``disk_budget`` is checked before each unit of work that declares a size. ``page_size``
-    applies to a file created now (an existing file keeps its own).
+    ``disk_budget`` is checked before each unit of work that declares a size.
     """
 
     def __init__(
@@ -76,7 +75,6 @@ class Database:
         immutable: bool = False,
         schema: str = "",
         disk_budget: DiskBudget | None = None,
-        page_size: int = 0,
     ) -> None:
         versions = [m.version for m in migrations]
         if versions != sorted(set(versions)) or any(v < 1 for v in versions):
@@ -93,7 +91,6 @@ class Database:
             read_only=read_only,
             immutable=immutable,
             schema_key=f"schema_version:{schema}" if schema else "schema_version",
-            page_size=page_size,
         )
         self.name = name
         self.path = path

@@ -89,7 +89,6 @@ class FileOptions:
     read_only: bool = False
     immutable: bool = False
     schema_key: str = "schema_version"
-    page_size: int = 0  # for a new file; 0: SQLite's default (4096)
 
     @property
     def latest_version(self) -> int:
@@ -129,9 +128,10 @@ def connect(o: FileOptions, *, ro: bool = False, reader: bool = False) -> sqlite
     )
     conn.execute(f"PRAGMA busy_timeout = {o.busy_timeout_ms}")
     conn.execute("PRAGMA foreign_keys = OFF")
-    # DELETE ... RETURNING and friends build small temporary tables: in files (the default)
-    # they cost a file, write syscalls and page-cache churn per commit (~10 KB per delivered
-    # event, measured with bench/wear_bench.py), all thrown away.
+    # Statements such as DELETE ... RETURNING build small temporary tables: in files (the
+    # default) they cost write syscalls and page-cache churn that is thrown away (measured on
+    # a subscribing sidecar at 1,000 msg/s: 44 -> 13 write syscalls and 25 -> 7 KB written
+    # per event; docs/performance.md).
     conn.execute("PRAGMA temp_store = MEMORY")
     if reader:
         conn.execute("PRAGMA query_only = ON")
@@ -224,10 +224,6 @@ def _open_writer(o: FileOptions) -> sqlite3.Connection:
 
 def _configure(o: FileOptions, conn: sqlite3.Connection, *, new: bool) -> None:
     if new and not o.read_only:
-        if o.page_size:
-            # Small pages for queues of small rows: a commit appends each page it touched
-            # to the WAL, so 1 KB pages write a quarter of what 4 KB pages do per row.
-            conn.execute(f"PRAGMA page_size = {int(o.page_size)}")
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     if o.path is not None and not o.read_only:
         want = "wal" if o.wal else "delete"
