@@ -99,7 +99,7 @@ bench: $(VENV)/.installed-test
 # The long ones (docs/performance.md): the whole commit-window table, 1,000,000 messages
 # through one sidecar, a 1,000,000-row backlog.
 bench-full: $(VENV)/.installed-test
-	PATH="$$PATH:/usr/sbin" $(PY) -m bench.wear_bench --windows 0,2,5,20,100 --repeat 3
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.wear_bench --windows 0,2,20,100 --durability full,normal --repeat 3
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.steady_bench
 
 # The suite on emulated aarch64: a Debian arm64 rootfs (debootstrap + qemu-user-static, cached
