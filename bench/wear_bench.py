@@ -6,8 +6,8 @@ Both sidecars run with the same ``--commit-window-ms``. At a fixed rate (default
 ~200-byte events) for a few seconds per window, it reads ``write_bytes`` less
 ``cancelled_write_bytes`` of ``/proc/PID/io`` of each sidecar before and after (pages the
 process dirtied and the kernel must write out: what the flash receives, ext4's own journal
-aside), and divides by the messages sent. The data dirs go under ``--dir`` (default ``/var/tmp``), which must be a real disk: tmpfs
-writes nothing.
+aside), and divides by the messages sent. The data dirs go under ``--dir`` (default
+``/var/tmp``), which must be a real disk: tmpfs writes nothing.
 
 Latency (p50/p99) is publish → app, one clock (CLOCK_MONOTONIC) for both ends. Baseline in the
 same run: the first mode and window given (by default full, 0: no extra wait, the old
