@@ -89,7 +89,7 @@ bench: $(VENV)/.installed-test
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.pubsub_bench
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 50
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 1000 --seconds 5
-	PATH="$$PATH:/usr/sbin" $(PY) -m bench.wear_bench --windows 0,2,20 --repeat 2 --seconds 3
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.wear_bench --windows 0,2 --repeat 2 --seconds 3
 	$(PY) -m bench.startup_bench
 	$(PY) -m bench.invoke_bench
 	$(PY) -m bench.gpio_bench
