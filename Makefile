@@ -89,6 +89,8 @@ bench: $(VENV)/.installed-test
 	$(PY) -m bench.grpc_bench
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.pubsub_bench
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 50
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.latency_bench --rate 1000 --seconds 5
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.wear_bench --windows 0,2 --repeat 2 --seconds 3
 	$(PY) -m bench.startup_bench
 	$(PY) -m bench.invoke_bench
 	$(PY) -m bench.gpio_bench
@@ -96,8 +98,12 @@ bench: $(VENV)/.installed-test
 	$(PY) -m bench.cloud_bench
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.memory_bench --window 20
 
-# The long versions (issue 8): idle memory over a 60 s window, 10 starts, MALLOC_ARENA_MAX=2 too.
+# The long ones (docs/performance.md): the whole commit-window table, 1,000,000 messages
+# through one sidecar, a 1,000,000-row backlog, idle memory over a 60 s window and 10 starts
+# (with MALLOC_ARENA_MAX=2 too).
 bench-full: $(VENV)/.installed-test
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.wear_bench --windows 0,2,20,100 --durability full,normal --repeat 3
+	PATH="$$PATH:/usr/sbin" $(PY) -m bench.steady_bench
 	PATH="$$PATH:/usr/sbin" $(PY) -m bench.memory_bench --window 60 --starts 10 --arena-max 2
 
 # The suite on emulated aarch64: a Debian arm64 rootfs (debootstrap + qemu-user-static, cached

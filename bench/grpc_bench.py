@@ -83,7 +83,9 @@ def _request(op: str, n: int) -> Any:
     if op == "get":
         return state_pb2.GetStateRequest(store_name="statestore", key=f"k{n % KEYS}")
     return pubsub_pb2.PublishEventRequest(
-        pubsub_name="pubsub", topic="bench", data=PAYLOAD.encode(),
+        # pubsub_bench points the clients at its MQTT component and topic
+        pubsub_name=os.environ.get("BENCH_PUBSUB", "pubsub"),
+        topic=os.environ.get("BENCH_TOPIC", "bench"), data=PAYLOAD.encode(),
         data_content_type="application/json",
     )
 

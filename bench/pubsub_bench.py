@@ -6,10 +6,12 @@ Measured in one run, on the same broker, with a bare paho subscriber process cou
 - HTTP single publishes: ``wrk`` (C, its own process) POSTing 200-byte JSON to
   ``/v1.0/publish``; every 204 means the message was fsynced into the outbox;
 - HTTP bulk publishes: ``wrk`` POSTing 100 entries per request to the bulk endpoint;
+- gRPC single publishes: ``grpc_bench``'s Python client processes (2, ``PublishEvent``);
 - bytes written to disk per message (``/proc/PID/io`` write_bytes of the sidecar);
 - drain rate of a backlog: broker stopped, N messages published (acknowledged into the outbox),
   broker started, time until the outbox is empty and the subscriber has them all.
-Ratios are against the baseline of the same run, since this machine is noisy.
+Ratios are against the baseline of the same round, since this machine is noisy; ``--repeat``
+rounds (baseline and ours interleaved) give min/median/max.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import httpx
 
+from bench._pair import write_bytes
 from bench._sidecar import mqtt_component, start
 from tests.support.mosquitto import Mosquitto
 
@@ -92,13 +96,6 @@ def wait_count(path: Path, target: int, limit_s: float) -> float:
     return time.monotonic() - start
 
 
-def write_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("write_bytes:"):
-            return int(line.split()[1])
-    return 0
-
-
 def wrk(url: str, body: str, seconds: int, conns: int, work: Path) -> float:
     script = work / "pub.lua"
     script.write_text(
@@ -128,13 +125,54 @@ def outbox_count(data: Path) -> int:
     return sum(int(line.split()[1]) for line in out.splitlines()[1:] if line.split()[1:2])
 
 
+def baseline_run(broker: Mosquitto, counter: Path, seconds: int) -> tuple[float, float]:
+    """(acked msg/s, end-to-end msg/s) of the bare paho publisher."""
+    before_n = arrived(counter)
+    acked = float(subprocess.run(
+        [sys.executable, "-c", PUBLISHER, str(broker.port), "bench/base", str(seconds), PAYLOAD],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip())
+    drain = wait_count(counter, before_n + int(acked * seconds), 120)
+    return acked, (arrived(counter) - before_n) / (seconds + drain)
+
+
+def grpc_run(work: Path, target: str, seconds: int, inflight: int) -> float:
+    """Accepted single publishes/s over gRPC (2 Python client processes, grpc_bench's)."""
+    env = {**os.environ, "BENCH_PUBSUB": "mqtt", "BENCH_TOPIC": "bench/grpc"}
+    outs = [str(work / f"grpc-{i}.json") for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.grpc_bench", "--client", target,
+                               "publish", str(seconds), str(max(1, inflight // 2)), out],
+                              env=env) for out in outs]
+    n = 0
+    for proc, out in zip(procs, outs, strict=True):
+        if proc.wait() != 0:
+            raise RuntimeError("a gRPC client process failed")
+        result = json.loads(Path(out).read_text())
+        n += result["n"]
+        if result["errors"]:
+            print(f"  (gRPC clients saw {result['errors']} errors)")
+    return n / seconds
+
+
+def mmm(values: list[float]) -> str:
+    """min/median/max."""
+    return "/".join(f"{v:.0f}" for v in (min(values), statistics.median(values), max(values)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=1, help="rounds (min/median/max)")
     ap.add_argument("--backlog", type=int, default=100_000)
     ap.add_argument("--connections", type=int, default=100,
                     help="concurrent HTTP publishers (default: the baseline's 100 in flight)")
+    ap.add_argument("--no-grpc", action="store_true", help="skip the gRPC publish round")
     args = ap.parse_args()
+    r: dict[str, list[float]] = {}
+
+    def keep(name: str, value: float) -> None:
+        r.setdefault(name, []).append(value)
+
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         # No cap on the subscriber's queue: mosquitto's default (1000) would drop messages
@@ -151,80 +189,53 @@ def main() -> None:
         comp = work / "sidecar"
         (comp / "components").mkdir(parents=True)
         (comp / "components" / "mqtt.yaml").write_text(mqtt_component(broker.url, "bench-sidecar"))
+        entries = json.dumps([{"entryId": str(i), "event": json.loads(PAYLOAD),
+                               "contentType": "application/json"} for i in range(100)])
         try:
-            # The baseline counted like ours: arrivals at the subscriber over the run plus the
-            # time the subscriber needs to catch up (not the publisher's ack rate, which
-            # mosquitto's unbounded queue would flatter).
-            before_n = arrived(counter)
-            base_acked = float(
-                subprocess.run(
-                    [
-                        sys.executable,
-                        "-c",
-                        PUBLISHER,
-                        str(broker.port),
-                        "bench/base",
-                        str(args.seconds),
-                        PAYLOAD,
-                    ],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                ).stdout.strip()
-            )
-            base_sent = int(base_acked * args.seconds)
-            base_drain = wait_count(counter, before_n + base_sent, 120)
-            base = (arrived(counter) - before_n) / (args.seconds + base_drain)
-            time.sleep(1)
             proc, port, _ = start(comp)
+            grpc_port = json.loads((comp / "data" / "runtime.json").read_text())["ports"]["grpc"]
             try:
-                before_n, before_w = arrived(counter), write_bytes(proc.pid)
-                single = wrk(
-                    f"http://127.0.0.1:{port}/v1.0/publish/mqtt/bench/single",
-                    PAYLOAD,
-                    args.seconds,
-                    args.connections,
-                    work,
-                )
-                sent = int(single * args.seconds)
-                drain_s = wait_count(counter, before_n + sent, 60)
-                e2e_single = (arrived(counter) - before_n) / (args.seconds + drain_s)
-                per_msg = (write_bytes(proc.pid) - before_w) / max(arrived(counter) - before_n, 1)
-                entries = json.dumps(
-                    [
-                        {
-                            "entryId": str(i),
-                            "event": json.loads(PAYLOAD),
-                            "contentType": "application/json",
-                        }
-                        for i in range(100)
-                    ]
-                )
-                before_n = arrived(counter)
-                bulk_rps = wrk(
-                    f"http://127.0.0.1:{port}/v1.0-alpha1/publish/bulk/mqtt/bench/bulk",
-                    entries,
-                    args.seconds,
-                    8,
-                    work,
-                )
-                bulk_sent = int(bulk_rps * 100 * args.seconds)
-                bulk_drain = wait_count(counter, before_n + bulk_sent, 120)
-                e2e_bulk = (arrived(counter) - before_n) / (args.seconds + bulk_drain)
+                for _ in range(args.repeat):
+                    # The baseline counted like ours: arrivals at the subscriber over the run
+                    # plus the time the subscriber needs to catch up (not the publisher's ack
+                    # rate, which mosquitto's unbounded queue would flatter).
+                    acked, base = baseline_run(broker, counter, args.seconds)
+                    keep("base_acked", acked)
+                    keep("base", base)
+                    before_n, before_w = arrived(counter), write_bytes(proc.pid)
+                    single = wrk(f"http://127.0.0.1:{port}/v1.0/publish/mqtt/bench/single",
+                                 PAYLOAD, args.seconds, args.connections, work)
+                    drain_s = wait_count(counter, before_n + int(single * args.seconds), 60)
+                    keep("single", single)
+                    keep("e2e_single", (arrived(counter) - before_n) / (args.seconds + drain_s))
+                    keep("per_msg", (write_bytes(proc.pid) - before_w)
+                         / max(arrived(counter) - before_n, 1))
+                    keep("ratio_single", r["e2e_single"][-1] / base)
+                    before_n = arrived(counter)
+                    bulk_rps = wrk(
+                        f"http://127.0.0.1:{port}/v1.0-alpha1/publish/bulk/mqtt/bench/bulk",
+                        entries, args.seconds, 8, work)
+                    bulk_drain = wait_count(counter, before_n + int(bulk_rps * 100 * args.seconds),
+                                            120)
+                    keep("bulk", bulk_rps * 100)
+                    keep("e2e_bulk", (arrived(counter) - before_n) / (args.seconds + bulk_drain))
+                    keep("ratio_bulk", r["e2e_bulk"][-1] / base)
+                    if not args.no_grpc:
+                        before_n = arrived(counter)
+                        g = grpc_run(work, f"127.0.0.1:{grpc_port}", args.seconds,
+                                     args.connections)
+                        g_drain = wait_count(counter, before_n + int(g * args.seconds), 60)
+                        keep("grpc", g)
+                        keep("e2e_grpc", (arrived(counter) - before_n) / (args.seconds + g_drain))
+                        keep("ratio_grpc", r["e2e_grpc"][-1] / base)
                 # Backlog drain: broker down, publish, broker up.
                 broker.stop()
-                chunk = [
-                    {
-                        "entryId": str(i),
-                        "event": json.loads(PAYLOAD),
-                        "contentType": "application/json",
-                    }
-                    for i in range(500)
-                ]
+                chunk = [{"entryId": str(i), "event": json.loads(PAYLOAD),
+                          "contentType": "application/json"} for i in range(500)]
                 with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
                     for _ in range(args.backlog // 500):
-                        r = c.post("/v1.0-alpha1/publish/bulk/mqtt/bench/backlog", json=chunk)
-                        r.raise_for_status()
+                        c.post("/v1.0-alpha1/publish/bulk/mqtt/bench/backlog",
+                               json=chunk).raise_for_status()
                 before_n = arrived(counter)
                 broker.start()
                 drained = wait_count(counter, before_n + args.backlog, 300)
@@ -237,23 +248,29 @@ def main() -> None:
             broker.stop()
     print(
         f"pubsub bench: mosquitto on loopback, 200-byte payloads, {args.seconds}s per run, "
-        f"{os.cpu_count()} cores shared by every process"
+        f"{args.repeat} round(s) (min/median/max), {os.cpu_count()} cores shared by every process"
     )
     print(f"  baseline bare paho QoS1 publisher (100 in flight, no durability): acked "
-          f"{base_acked:8.0f} msg/s; end to end {base:8.0f} msg/s")
-    print(
-        f"  HTTP single publish (wrk -c{args.connections}), fsync per ack: {single:8.0f} msg/s; "
-        f"end to end {e2e_single:8.0f} msg/s  ratio {e2e_single / base:.2f}"
-    )
-    print(
-        f"  HTTP bulk publish (100 per request, wrk -c8)   : {bulk_rps * 100:8.0f} msg/s; "
-        f"end to end {e2e_bulk:8.0f} msg/s  ratio {e2e_bulk / base:.2f}"
-    )
-    print(f"  disk writes per message (single publishes): {per_msg:.0f} bytes")
+          f"{mmm(r['base_acked'])} msg/s; end to end {mmm(r['base'])} msg/s")
+    print(f"  HTTP single publish (wrk -c{args.connections}), fsync per ack: "
+          f"{mmm(r['single'])} msg/s; end to end {mmm(r['e2e_single'])} msg/s  "
+          f"ratio {mmm2(r['ratio_single'])}")
+    print(f"  HTTP bulk publish (100 per request, wrk -c8): {mmm(r['bulk'])} msg/s; "
+          f"end to end {mmm(r['e2e_bulk'])} msg/s  ratio {mmm2(r['ratio_bulk'])}")
+    if "grpc" in r:
+        print(f"  gRPC single publish (2 Python client processes, {args.connections} in flight):"
+              f" {mmm(r['grpc'])} msg/s; end to end {mmm(r['e2e_grpc'])} msg/s  "
+              f"ratio {mmm2(r['ratio_grpc'])}")
+    print(f"  disk writes per message (HTTP single publishes): {mmm(r['per_msg'])} bytes")
     print(
         f"  backlog of {args.backlog}: {got} delivered in {drained:.1f}s after the broker "
         f"came back = {got / max(drained, 1e-9):.0f} msg/s"
     )
+
+
+def mmm2(values: list[float]) -> str:
+    """min/median/max of ratios."""
+    return "/".join(f"{v:.2f}" for v in (min(values), statistics.median(values), max(values)))
 
 
 if __name__ == "__main__":

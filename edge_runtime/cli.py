@@ -110,9 +110,10 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--commit-window-ms",
         type=float,
-        default=0.0,
-        help="extra wait to gather writes into one commit (default 0: batch "
-        "whatever queued during the previous commit)",
+        default=2.0,
+        help="longest extra wait to gather writes into one commit, taken only while writes "
+        "are frequent (default 2; 0: batch only what queued during the previous commit; "
+        "larger saves flash writes, see docs/performance.md)",
     )
     p.add_argument(
         "--max-disk-mb",

@@ -74,7 +74,7 @@ class Settings:
     log_as_json: bool = False
     data_dir: Path = field(default_factory=default_data_dir)
     durability: Literal["full", "normal"] = "full"
-    commit_window_ms: float = 0.0
+    commit_window_ms: float = 2.0  # docs/performance.md: the wear/latency trade-off
     max_disk_mb: float | None = None
     graceful_shutdown_s: float = 5.0
     api_token: str | None = None

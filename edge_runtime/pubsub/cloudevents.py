@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -77,6 +77,16 @@ def _now_local() -> str:
     return _stamp[1]
 
 
+def _uuid4() -> str:
+    """A random (version 4) UUID as text: ``str(uuid.uuid4())`` at half its cost (the UUID
+    object showed up in publish profiles)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _expiration(ttl: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=ttl)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -140,7 +150,7 @@ def envelope(
     else:
         ct = content_type or "text/plain"
         event = {
-            "id": over.get("id") or str(uuid.uuid4()),
+            "id": over.get("id") or _uuid4(),
             "specversion": SPEC_VERSION,
             "source": over.get("source", source),
             "type": over.get("type", DEFAULT_TYPE),

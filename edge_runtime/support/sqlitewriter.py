@@ -2,8 +2,8 @@
 
 Callers on an asyncio loop :meth:`GroupCommitWriter.submit` a *unit of work*, a callable that
 takes the connection and returns a value or raises. The thread takes everything queued (and,
-with a commit window, waits that long for more), runs the units inside one
-``BEGIN IMMEDIATE ... COMMIT``, each inside its own ``SAVEPOINT`` so that a unit that raises is
+with a commit window, while writes keep coming, waits that long for more), runs the units inside
+one ``BEGIN IMMEDIATE ... COMMIT``, each inside its own ``SAVEPOINT`` so that a unit that raises is
 rolled back alone, then commits once (one fsync per batch) and only then resolves each caller's
 future on its loop. *Acknowledged means durable*: no future completes before its COMMIT returned.
 
@@ -125,6 +125,7 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name=f"sqlite-writer-{name}", daemon=True)
         self.commits = 0
         self.units = 0
+        self._last_commit = float("-inf")
 
     def start(self) -> None:
         """Start the thread (once)."""
@@ -173,6 +174,7 @@ class GroupCommitWriter:
                 stop = self._collect(batch)
                 with self._lock:
                     outcomes = self._execute(batch)
+                self._last_commit = time.monotonic()
                 _resolve_all(outcomes)
                 batch = []
         except BaseException as exc:  # a bug here must not leave callers waiting forever
@@ -184,8 +186,13 @@ class GroupCommitWriter:
             raise
 
     def _collect(self, batch: list[_Job]) -> bool:
-        """Add queued jobs to ``batch`` (waiting up to the window); True when told to stop."""
-        deadline = time.monotonic() + self._window_s
+        """Add queued jobs to ``batch`` (waiting up to the window); True when told to stop.
+
+        The window is waited only while writes are frequent (the previous commit ended less
+        than a window ago): a lone write after a quiet spell commits at once, so the window
+        costs latency only at rates where it saves commits (and flash writes)."""
+        now = time.monotonic()
+        deadline = now + self._window_s if now - self._last_commit < self._window_s else now
         while len(batch) < self._max_batch:
             try:
                 item = self._queue.get_nowait()

@@ -80,12 +80,24 @@ class TestGroupCommit:
         assert db.writer.commits < 50, f"{db.writer.commits} commits for 200 writes"
 
     async def test_commit_window_waits_for_more(self, tmp_path: Path) -> None:
-        d = Database(tmp_path / "w.db", name="w.db", migrations=SCHEMA, commit_window_ms=200)
+        d = Database(tmp_path / "w.db", name="w.db", migrations=SCHEMA, commit_window_ms=1000)
         await d.open()
         try:
+            await d.write(insert("opener"))  # writes are now frequent: the window applies
             first = asyncio.ensure_future(d.write(insert("first")))
             await asyncio.sleep(0.02)  # the writer already holds "first", inside its window
             await asyncio.gather(first, *(d.write(insert(f"k{i}")) for i in range(100)))
+            assert d.writer.commits == 2
+        finally:
+            await d.close()
+
+    async def test_commit_window_not_waited_after_a_quiet_spell(self, tmp_path: Path) -> None:
+        d = Database(tmp_path / "w.db", name="w.db", migrations=SCHEMA, commit_window_ms=60_000)
+        await d.open()
+        try:
+            # The first write (nothing committed within a window before it) commits at once:
+            # with a one-minute window, waiting it would not finish within the bound here.
+            await asyncio.wait_for(d.write(insert("lone")), timeout=20)
             assert d.writer.commits == 1
         finally:
             await d.close()

@@ -1,0 +1,140 @@
+"""Storage writes per message, and latency, against the group-commit window (SD-card wear).
+
+Path: HTTP publish (``full`` durability: fsync before the 204) to a publisher sidecar → relay →
+mosquitto → subscriber sidecar (inbox commit before the PUBACK) → HTTP to an app process.
+Both sidecars run with the same ``--commit-window-ms``. At a fixed rate (default 1,000 msg/s,
+~200-byte events) for a few seconds per window, it reads ``write_bytes`` less
+``cancelled_write_bytes`` of ``/proc/PID/io`` of each sidecar before and after (pages the
+process dirtied and the kernel must write out: what the flash receives, ext4's own journal
+aside), and divides by the messages sent. The data dirs go under ``--dir`` (default
+``/var/tmp``), which must be a real disk: tmpfs writes nothing.
+
+Latency (p50/p99) is publish → app, one clock (CLOCK_MONOTONIC) for both ends. Baseline in the
+same run: the first mode and window given (by default full, 0: no extra wait, the old
+default).
+Each window runs ``--repeat`` times; figures are min/median/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import cast
+
+from bench._pair import Pair, pct, publish_at, write_bytes
+from tests.support.mosquitto import Mosquitto
+
+
+def one_run(work: Path, broker: Mosquitto, window: float, rate: float, seconds: float,
+            extra: list[str], verbose: bool = False) -> tuple[float, float, float, float, int, int]:
+    """(publisher bytes/msg, subscriber bytes/msg, p50 ms, p99 ms, arrived, sent)."""
+    topic = f"wear/w{window:g}".replace(".", "_")
+    with Pair(work, broker, topic, "--commit-window-ms", str(window), *extra) as pair:
+        # Warm up (first pages of the tables, the WAL reaching its size), then measure.
+        warm, _ = asyncio.run(publish_at(pair.pub_port, topic, rate, 1.0))
+        before = settle(pair, warm)
+        pub0, sub0 = write_bytes(pair.pub.pid), write_bytes(pair.sub.pid)
+        oc0, ic0 = pair.commits("pub", "outbox"), pair.commits("sub", "inbox")
+        sent, bad = asyncio.run(publish_at(pair.pub_port, topic, rate, seconds))
+        if bad:
+            print(f"    ({len(bad)} publishes answered {sorted(set(bad))})")
+        target = cast(int, before["n"]) + sent
+        deadline = time.monotonic() + max(120.0, seconds * 20)
+        lat: list[float] = []
+        n = 0
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            st = pair.stats()
+            lat += cast(list[float], st["lat"])
+            n = cast(int, st["n"])
+            if n >= target:
+                break
+        # Let the subscriber's deletes and the publisher's acks commit before reading.
+        time.sleep(1.0)
+        pub1, sub1 = write_bytes(pair.pub.pid), write_bytes(pair.sub.pid)
+        oc1, ic1 = pair.commits("pub", "outbox"), pair.commits("sub", "inbox")
+        arrived = n - cast(int, before["n"])
+        if verbose:
+            print(f"    window {window:g}: outbox {oc1[0] - oc0[0]:.0f} commits of "
+                  f"{oc1[1] - oc0[1]:.0f} units, inbox {ic1[0] - ic0[0]:.0f} commits of "
+                  f"{ic1[1] - ic0[1]:.0f} units, for {arrived} messages")
+    # Per message sent (the publisher stored them all; the subscriber's share assumes they all
+    # arrived: the arrived/sent column says when not).
+    per = max(sent, 1)
+    return ((pub1 - pub0) / per, (sub1 - sub0) / per, pct(lat, 0.5), pct(lat, 0.99),
+            arrived, sent)
+
+
+def settle(pair: Pair, at_least: int) -> dict[str, object]:
+    """Wait until the app has ``at_least`` events and no more arrive for a second."""
+    last, deadline = -1, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        st = pair.stats()
+        n = cast(int, st["n"])
+        if n >= at_least and n == last:
+            return st
+        last = n
+        time.sleep(1.0)
+    return pair.stats()
+
+
+def mmm(values: list[float], fmt: str = "{:.0f}") -> str:
+    """min/median/max."""
+    return "/".join(fmt.format(v) for v in (min(values), statistics.median(values),
+                                             max(values)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rate", type=float, default=1000.0)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--windows", default="0,2,20,100",
+                    help="commit windows in ms, comma-separated; the first is the baseline")
+    ap.add_argument("--dir", default="/var/tmp",  # noqa: S108 - a private mkdtemp inside
+                    help="where the data dirs go: a real disk, not tmpfs (default /var/tmp)")
+    ap.add_argument("--durability", default="full",
+                    help="durability modes, comma-separated (each with every window)")
+    ap.add_argument("--verbose", action="store_true", help="print commits per run")
+    ap.add_argument("--extra", default="", help="more sidecar arguments, space-separated")
+    args = ap.parse_args()
+    windows = [(d, float(w)) for d in args.durability.split(",") for w in args.windows.split(",")]
+    extra = args.extra.split()
+    results: dict[tuple[str, float], list[tuple[float, float, float, float, int, int]]] = {}
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix=".wear-bench-") as tmp:
+        work = Path(tmp)
+        fs = os.statvfs(work)
+        broker = Mosquitto(work / "broker", extra_config="max_queued_messages 0")
+        broker.start()
+        try:
+            for rep in range(args.repeat):
+                for d, w in windows:  # interleaved, so load from others spreads over all
+                    run_dir = work / f"r{rep}-{d}-w{w:g}"
+                    run_dir.mkdir()
+                    results.setdefault((d, w), []).append(
+                        one_run(run_dir, broker, w, args.rate, args.seconds,
+                                [*extra, "--durability", d], args.verbose))
+        finally:
+            broker.stop()
+    print(f"wear bench: {args.rate:.0f} msg/s x {args.seconds:g}s, ~200-byte events, "
+          f"durability {args.durability}, {args.repeat} runs per window (min/median/max), "
+          f"{os.cpu_count()} cores shared, fs block {fs.f_bsize}")
+    print("  mode/window ms | publisher B/msg  | subscriber B/msg | p50 ms          | p99 ms"
+          "            | arrived/sent")
+    base = statistics.median(r[0] + r[1] for r in results[windows[0]])
+    for d, w in windows:
+        rs = results[(d, w)]
+        total = statistics.median(r[0] + r[1] for r in rs)
+        print(f"  {d:>6} {w:7g} | {mmm([r[0] for r in rs]):16} | {mmm([r[1] for r in rs]):16} | "
+              f"{mmm([r[2] for r in rs], '{:.1f}'):15} | {mmm([r[3] for r in rs], '{:.1f}'):17}"
+              f" | {sum(r[4] for r in rs)}/{sum(r[5] for r in rs)}"
+              f"   bytes ratio vs {windows[0][0]} {windows[0][1]:g}: {total / max(base, 1):.2f}")
+
+
+if __name__ == "__main__":
+    main()
