@@ -126,7 +126,8 @@ def test_pure_python_cbor2_writes_and_reads_the_same_bytes() -> None:
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     stdin = json.dumps([[raw.hex(), binary, want.hex()] for raw, binary, want in cases])
     done = subprocess.run(
-        [sys.executable, "-c", PURE], input=stdin, capture_output=True, text=True, timeout=120, check=True, env=env,
+        [sys.executable, "-c", PURE], input=stdin, capture_output=True, text=True, timeout=120,
+        check=True, env=env,
     )
     report = json.loads(done.stdout)
     if "no_pure" in report:
