@@ -115,4 +115,6 @@ if journalctl -u "$UNIT" --since "$since" --no-pager | grep -E "SIGKILL|timed ou
   fail "the stop was not clean"
 fi
 step "systemctl stop: inactive, Result=success, exit status 0 in $(( $(date +%s) - t )) s"
+step "the unit's warnings in the journal (the watchdog's expected; nothing from the sandbox):"
+journalctl -u "$UNIT" -p warning -q --no-pager | tail -n 8 | sed 's/^/  /'
 echo "walkthrough: PASSED in $(( $(date +%s) - T0 )) s"
