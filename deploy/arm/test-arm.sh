@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The test suite on emulated aarch64 (qemu user emulation in a Debian arm64 chroot).
+# The test suite on emulated ARM (qemu user emulation in a Debian chroot): aarch64 (arm64, a
+# 64-bit Raspberry Pi OS) or armv7 (armhf, the 32-bit one).
 #
-#   deploy/arm/test-arm.sh [--subset ci|full|none | --tests "PATHS"] [--no-uvloop]
-#                          [--install-check] [--build-only]
+#   deploy/arm/test-arm.sh [--arch arm64|armhf] [--subset ci|full|none | --tests "PATHS"]
+#                          [--no-uvloop] [--install-check] [--build-only]
 #
-# 1. base rootfs: debootstrap bookworm arm64 (minbase) with python3-venv, mosquitto, socat,
-#    systemd; cached as $ARM_CACHE/rootfs-base.tar.zst (~6.5 min from nothing, once).
+# 1. base rootfs: debootstrap bookworm ARCH (minbase) with python3-venv, mosquitto, socat,
+#    systemd; cached as $ARM_CACHE/rootfs-base.tar.zst (~6.5 min from nothing for arm64, once).
 # 2. test rootfs: the base plus /opt/edge-test/venv holding the project's dependencies and its
-#    test extra, all aarch64 wheels from the package index; cached as
-#    $ARM_CACHE/rootfs-test-<hash of pyproject.toml>.tar.zst.
+#    test extra, all wheels from the package index (armhf: PyYAML's sdist, which builds its
+#    pure-Python fallback; no uvloop, httptools, gpiod or asyncpg there: pyproject's markers);
+#    cached as $ARM_CACHE/rootfs-test-<hash of pyproject.toml>.tar.zst.
 # 3. run: a fresh copy of the test rootfs, this tree's wheel installed (no network), the tests
 #    run in the chroot (`ci`: state, pub/sub end to end against mosquitto, sd_notify and
 #    systemd checks; `full`: the whole suite but the JavaScript SDK check; --tests: pytest's
@@ -18,7 +20,7 @@
 #    ExecStart as its user, checks health, runs install.sh again (idempotent) and --uninstall.
 #
 # Exit codes: 0 passed, 1 failed, 77 skipped (printed why: not root, no binfmt_misc, no tools).
-# Environment: ARM_CACHE (default .cache/arm64 in the repo), DEBIAN_MIRROR, ARM_KEEP=1 keeps
+# Environment: ARM_CACHE (default .cache/ARCH in the repo), DEBIAN_MIRROR, ARM_KEEP=1 keeps
 # the run's rootfs for a look afterwards.
 set -euo pipefail
 
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
     --no-uvloop) NO_UVLOOP=1; shift ;;
     --install-check) INSTALL_CHECK=1; shift ;;
     --build-only) BUILD_ONLY=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
