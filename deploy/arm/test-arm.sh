@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The test suite on emulated aarch64 (qemu user emulation in a Debian arm64 chroot).
+# The test suite on emulated ARM (qemu user emulation in a Debian chroot): aarch64 (arm64, a
+# 64-bit Raspberry Pi OS) or armv7 (armhf, the 32-bit one).
 #
-#   deploy/arm/test-arm.sh [--subset ci|full|none | --tests "PATHS"] [--no-uvloop]
-#                          [--install-check] [--build-only]
+#   deploy/arm/test-arm.sh [--arch arm64|armhf] [--subset ci|full|none | --tests "PATHS"]
+#                          [--no-uvloop] [--install-check] [--build-only]
 #
-# 1. base rootfs: debootstrap bookworm arm64 (minbase) with python3-venv, mosquitto, socat,
-#    systemd; cached as $ARM_CACHE/rootfs-base.tar.zst (~6.5 min from nothing, once).
+# 1. base rootfs: debootstrap bookworm ARCH (minbase) with python3-venv, mosquitto, socat,
+#    systemd; cached as $ARM_CACHE/rootfs-base.tar.zst (~6.5 min from nothing for arm64, once).
 # 2. test rootfs: the base plus /opt/edge-test/venv holding the project's dependencies and its
-#    test extra, all aarch64 wheels from the package index; cached as
-#    $ARM_CACHE/rootfs-test-<hash of pyproject.toml>.tar.zst.
+#    test extra, all wheels from the package index (armhf: PyYAML's sdist, which builds its
+#    pure-Python fallback; no uvloop, httptools, gpiod or asyncpg there: pyproject's markers);
+#    cached as $ARM_CACHE/rootfs-test-<hash of pyproject.toml>.tar.zst.
 # 3. run: a fresh copy of the test rootfs, this tree's wheel installed (no network), the tests
 #    run in the chroot (`ci`: state, pub/sub end to end against mosquitto, sd_notify and
 #    systemd checks; `full`: the whole suite but the JavaScript SDK check; --tests: pytest's
@@ -18,12 +20,12 @@
 #    ExecStart as its user, checks health, runs install.sh again (idempotent) and --uninstall.
 #
 # Exit codes: 0 passed, 1 failed, 77 skipped (printed why: not root, no binfmt_misc, no tools).
-# Environment: ARM_CACHE (default .cache/arm64 in the repo), DEBIAN_MIRROR, ARM_KEEP=1 keeps
+# Environment: ARM_CACHE (default .cache/ARCH in the repo), DEBIAN_MIRROR, ARM_KEEP=1 keeps
 # the run's rootfs for a look afterwards.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
-CACHE="${ARM_CACHE:-$REPO/.cache/arm64}"
+ARCH=arm64
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 SUITE=bookworm
 SUBSET=ci
@@ -33,15 +35,23 @@ INSTALL_CHECK=0
 BUILD_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --arch) ARCH="$2"; shift 2 ;;
     --subset) SUBSET="$2"; shift 2 ;;
     --tests) SUBSET=custom; CUSTOM="$2"; shift 2 ;;
     --no-uvloop) NO_UVLOOP=1; shift ;;
     --install-check) INSTALL_CHECK=1; shift ;;
     --build-only) BUILD_ONLY=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+
+case "$ARCH" in
+  arm64) QEMU=aarch64; MACHINE=aarch64 ;;
+  armhf) QEMU=arm; MACHINE=armv7l ;;
+  *) echo "unknown architecture $ARCH (arm64 or armhf)" >&2; exit 2 ;;
+esac
+CACHE="${ARM_CACHE:-$REPO/.cache/$ARCH}"
 
 skip() { echo "test-arm: SKIPPED: $*"; exit 77; }
 say() { echo "test-arm: $(date +%H:%M:%S) $*"; }
@@ -52,7 +62,7 @@ say() { echo "test-arm: $(date +%H:%M:%S) $*"; }
 # --------------------------------------------------------------------------- tools and binfmt
 need_pkgs=""
 command -v debootstrap >/dev/null || need_pkgs="$need_pkgs debootstrap"
-[ -x /usr/bin/qemu-aarch64-static ] || need_pkgs="$need_pkgs qemu-user-static"
+[ -x "/usr/bin/qemu-$QEMU-static" ] || need_pkgs="$need_pkgs qemu-user-static"
 command -v update-binfmts >/dev/null || need_pkgs="$need_pkgs binfmt-support"
 command -v zstd >/dev/null || need_pkgs="$need_pkgs zstd"
 if [ -n "$need_pkgs" ]; then
@@ -68,9 +78,9 @@ if [ "$(uname -m)" = x86_64 ]; then
       skip "binfmt_misc is not mounted and cannot be (a container without that privilege?):" \
            "without it the chroot's child processes escape the emulation"
   fi
-  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
-  grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null ||
-    skip "binfmt for qemu-aarch64 cannot be enabled (update-binfmts --enable qemu-aarch64 failed)"
+  [ -e "/proc/sys/fs/binfmt_misc/qemu-$QEMU" ] || update-binfmts --enable "qemu-$QEMU" >/dev/null 2>&1 || true
+  grep -qx enabled "/proc/sys/fs/binfmt_misc/qemu-$QEMU" 2>/dev/null ||
+    skip "binfmt for qemu-$QEMU cannot be enabled (update-binfmts --enable qemu-$QEMU failed)"
 fi
 
 mkdir -p "$CACHE"
@@ -128,13 +138,13 @@ save_root() {  # $1: tarball
 # --------------------------------------------------------------------------- 1. base rootfs
 BASE="$CACHE/rootfs-base.tar.zst"
 if [ ! -f "$BASE" ]; then
-  say "building the arm64 base rootfs ($SUITE from $MIRROR; ~6.5 min on 2 cores)"
+  say "building the $ARCH base rootfs ($SUITE from $MIRROR; ~6.5 min on 2 cores)"
   rm -rf "$ROOT"; mkdir -p "$ROOT"
-  debootstrap --arch=arm64 --variant=minbase --foreign "$SUITE" "$ROOT" "$MIRROR" >/dev/null
+  debootstrap --arch="$ARCH" --variant=minbase --foreign "$SUITE" "$ROOT" "$MIRROR" >/dev/null
   # binfmt may be registered without the F flag: the interpreter must exist inside too.
   mkdir -p "$ROOT/usr/libexec/qemu-binfmt"
-  cp /usr/bin/qemu-aarch64-static "$ROOT/usr/bin/"
-  ln -sf ../../bin/qemu-aarch64-static "$ROOT/usr/libexec/qemu-binfmt/aarch64-binfmt-P"
+  cp "/usr/bin/qemu-$QEMU-static" "$ROOT/usr/bin/"
+  ln -sf "../../bin/qemu-$QEMU-static" "$ROOT/usr/libexec/qemu-binfmt/$QEMU-binfmt-P"
   in_root /debootstrap/debootstrap --second-stage >/dev/null
   mount_root
   # The host's CA certificates (a TLS-inspecting proxy's included) so pip inside trusts the index.
@@ -149,22 +159,28 @@ if [ ! -f "$BASE" ]; then
 fi
 
 # --------------------------------------------------------------------------- 2. test rootfs
-HASH="$( (cat "$REPO/pyproject.toml"; echo "layout 1") | sha256sum | cut -c1-12)"
+# Wheels only: nothing compiles in the rootfs (it has no compiler). armhf (armv7l): PyYAML has
+# no armv7l wheel, so its sdist builds its pure-Python fallback; cbor2's newest releases need
+# Rust to build, and pip takes the newest with a py3-none-any wheel (pure Python); uvloop,
+# httptools, gpiod and asyncpg are left out by pyproject.toml's markers.
+PIP_FORMATS="--only-binary=:all:"
+[ "$ARCH" = armhf ] && PIP_FORMATS="--only-binary=:all: --no-binary=pyyaml"
+HASH="$( (cat "$REPO/pyproject.toml"; echo "layout 1 $ARCH $PIP_FORMATS") | sha256sum | cut -c1-12)"
 TESTROOT="$CACHE/rootfs-test-$HASH.tar.zst"
 WHEELS="$CACHE/wheels"
 rm -rf "$WHEELS"; mkdir -p "$WHEELS"
-# Our own wheel, built on the host (pure Python); dependencies come as aarch64 wheels.
+# Our own wheel, built on the host (pure Python); dependencies come as $MACHINE wheels.
 python3 -m pip wheel -q --no-deps --no-build-isolation -w "$WHEELS" "$REPO" >/dev/null 2>&1 ||
   python3 -m pip wheel -q --no-deps -w "$WHEELS" "$REPO" >/dev/null
 WHEEL="$(ls "$WHEELS"/edge_runtime-*.whl)"
 if [ ! -f "$TESTROOT" ]; then
-  say "installing the project's dependencies into an arm64 venv (wheels only)"
+  say "installing the project's dependencies into an $ARCH venv ($PIP_FORMATS)"
   fresh_root "$BASE"
   mount_root
   cp "$WHEEL" "$ROOT/tmp/"
   in_root python3 -m venv /opt/edge-test/venv
-  in_root /opt/edge-test/venv/bin/pip install -q --only-binary=:all: \
-    "/tmp/$(basename "$WHEEL")[test]"
+  # shellcheck disable=SC2086 # pip's options, word-split on purpose
+  in_root /opt/edge-test/venv/bin/pip install -q $PIP_FORMATS "/tmp/$(basename "$WHEEL")[test]"
   in_root /opt/edge-test/venv/bin/pip uninstall -q -y edge-runtime
   rm -f "$ROOT"/tmp/*.whl
   rm -f "$CACHE"/rootfs-test-*.tar.zst
@@ -188,12 +204,20 @@ if [ "$NO_UVLOOP" = 1 ]; then
     { echo "uvloop is still importable"; exit 1; }
   say "uvloop removed: the runtime runs on asyncio's own loop (as on armv7)"
 fi
-in_root /opt/edge-test/venv/bin/python -c 'import platform, sys; print("test-arm: python", sys.version.split()[0], "on", platform.machine())'
+in_root /opt/edge-test/venv/bin/python -c '
+import importlib.metadata as md, importlib.util as u, platform, sys
+print("test-arm: python", sys.version.split()[0], "on", platform.machine(),
+      "(%d-bit)" % (64 if sys.maxsize > 2**32 else 32))
+have = lambda m: "yes" if u.find_spec(m) else "no"
+print("test-arm: cbor2", md.version("cbor2"), "C extension:", have("_cbor2"),
+      "| uvloop:", have("uvloop"), "| httptools:", have("httptools"),
+      "| PyYAML", md.version("PyYAML"), "libyaml:", have("yaml._yaml"))'
 
 case "$SUBSET" in
   ci)
     TESTS=(tests/state tests/conformance/test_state.py tests/e2e/test_mqtt_e2e.py
-           tests/deploy/test_sdnotify.py tests/deploy/test_journald.py)
+           tests/deploy/test_sdnotify.py tests/deploy/test_journald.py
+           tests/cloudsync/test_cbor_pure.py)
     if [ -f "$REPO/tests/bindings/test_serial.py" ]; then
       TESTS+=(tests/bindings/test_serial.py tests/bindings/test_serial_framing.py)
     else
@@ -208,9 +232,12 @@ esac
 status=0
 if [ "${#TESTS[@]}" -gt 0 ]; then
   start=$(date +%s)
-  say "running pytest (${TESTS[*]}) on emulated aarch64"
+  say "running pytest (${TESTS[*]}) on emulated $MACHINE"
+  # Emulation is 4-10x slower (more on a busy host): the limits after which tests give up
+  # waiting scale by EDGE_TEST_SLOWDOWN (tests/support/slowdown.py; no asserted timings).
   in_root /bin/sh -c "cd /src && PYTHONPATH=/src PATH=/opt/edge-test/venv/bin:\$PATH \
-    /opt/edge-test/venv/bin/pytest -q -p no:cacheprovider ${TESTS[*]}" || status=$?
+    EDGE_TEST_SLOWDOWN=${EDGE_TEST_SLOWDOWN:-4} /opt/edge-test/venv/bin/pytest -q \
+    -p no:cacheprovider -p tests.support.slowdown ${TESTS[*]}" || status=$?
   say "pytest exited $status after $(( $(date +%s) - start )) s"
 fi
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.slowdown import limit
+
 BINDING = """\
 apiVersion: dapr.io/v1alpha1
 kind: Component
@@ -49,6 +51,7 @@ class NotifySocket:
         """Every datagram up to and including the first holding ``line``; fails after
         ``timeout``."""
         seen: list[str] = []
+        timeout = limit(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg = self.receive(max(0.01, deadline - time.monotonic()))

@@ -136,7 +136,7 @@ def test_install_sh_is_clean_for_shellcheck() -> None:
     tool = shutil.which("shellcheck")
     if tool is None:
         pytest.skip("shellcheck is missing (apt-get install shellcheck)")
-    scripts = [UNITS / "install.sh", *sorted((ROOT / "deploy" / "arm").glob("*.sh"))]
+    scripts = [*sorted(UNITS.glob("*.sh")), *sorted((ROOT / "deploy" / "arm").glob("*.sh"))]
     result = subprocess.run(
         [tool, *map(str, scripts)], capture_output=True, text=True, timeout=120, check=False
     )

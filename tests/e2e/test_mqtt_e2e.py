@@ -20,6 +20,7 @@ import pytest
 from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.support.mosquitto import Mosquitto, require_mosquitto
 from tests.support.sidecar import SidecarProcess
+from tests.support.slowdown import limit
 
 pytestmark = pytest.mark.broker
 
@@ -52,7 +53,7 @@ class App:
         return Reply(200, b"")
 
     async def wait_for(self, ids: set[int], limit_s: float = 60) -> None:
-        for _ in range(int(limit_s * 20)):
+        for _ in range(int(limit(limit_s) * 20)):
             if ids <= set(self.seen):
                 return
             await asyncio.sleep(0.05)

@@ -17,6 +17,8 @@ from typing import Any
 
 import httpx
 
+from tests.support.slowdown import limit
+
 
 class ManagedProcess:
     """A test's child process (``proc``), ended with :meth:`kill` or :meth:`stop`."""
@@ -103,7 +105,7 @@ class SidecarProcess(ManagedProcess):
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(*args, stderr=log, env=env)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit_s
+        deadline = loop.time() + limit(limit_s)
         while loop.time() < deadline:
             if self.proc.returncode is not None:
                 raise AssertionError(

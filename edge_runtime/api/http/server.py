@@ -1,4 +1,7 @@
-"""Serving an :class:`HttpApp` with uvicorn (httptools) on a socket we bind ourselves.
+"""Serving an :class:`HttpApp` with uvicorn on a socket we bind ourselves.
+
+The HTTP parser is httptools where it is installed, else uvicorn's pure-Python h11 (32-bit
+ARM: httptools has no armv7l wheel and the project never compiles on the device).
 
 Binding first lets port 0 work (the chosen port is known before serving) and lets the runtime
 report "ports open" only once the socket listens.
@@ -24,6 +27,9 @@ from typing import Any
 from edge_runtime.api.http.app import HttpApp
 
 log = logging.getLogger("edge_runtime.api.http")
+
+#: uvicorn's HTTP implementation: "httptools" (C, fast) or "h11" (pure Python).
+HTTP_PARSER = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 
 
 def _uvicorn_core() -> None:
@@ -155,7 +161,7 @@ class HttpServer:
         self.name = name
         config = Config(
             app,
-            http="httptools",
+            http=HTTP_PARSER,
             ws="none",  # no WebSocket in the Dapr API; "auto" would import wsproto or websockets
             lifespan="off",
             access_log=False,

@@ -189,17 +189,21 @@ class MqttClient:
         ]
 
     async def wait_connected(self) -> None:
-        """Return once connected; raise :class:`NotConnectedError` if closed first."""
-        if self._connected:
-            return
-        waits = [asyncio.ensure_future(e.wait()) for e in (self._connected_evt, self._closed_evt)]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waits:
-                w.cancel()
-        if not self._connected:
-            raise NotConnectedError(f"MQTT client {self.options.client_id!r} is closed")
+        """Return once connected; raise :class:`NotConnectedError` if closed first.
+
+        A connection may be lost between the CONNACK that woke us and our turn to run (a
+        flapping broker, a CONNACK timeout on a slow device): then wait for the next one.
+        """
+        while not self._connected:
+            if self._closed:
+                raise NotConnectedError(f"MQTT client {self.options.client_id!r} is closed")
+            waits = [asyncio.ensure_future(e.wait())
+                     for e in (self._connected_evt, self._closed_evt)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
 
     async def publish(self, topic: str, payload: bytes, *, qos: int, retain: bool) -> None:
         """Publish; return on PUBACK/PUBCOMP (QoS 1/2) or once written to the socket (QoS 0).
@@ -420,10 +424,14 @@ class MqttClient:
             async with asyncio.timeout(o.connect_timeout):
                 reason = await connack
         except TimeoutError:
-            self._io.drop()
-            raise ConnectFailedError(
-                "timeout", f"no CONNACK from {o.host}:{o.port} in {o.connect_timeout:g}s"
-            ) from None
+            # The CONNACK may have come in the same loop turn as the timeout (a loop blocked
+            # past it, as on a slow device at startup): a connection accepted is kept.
+            if not connack.done() or connack.cancelled() or connack.exception() is not None:
+                self._io.drop()
+                raise ConnectFailedError(
+                    "timeout", f"no CONNACK from {o.host}:{o.port} in {o.connect_timeout:g}s"
+                ) from None
+            reason = connack.result()
         if reason.is_failure:
             kind = "not_authorized" if reason.value in _AUTH_REFUSED else "refused"
             raise ConnectFailedError(
