@@ -189,7 +189,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES), ids=lambda s: s.replace(" ", "-"))
+# `make test` runs these refusals; `make faults` every one (each ~5-10 s).
+SHORT = {"expired client certificate", "wrong CA (cloud not trusted)"}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, id=case.replace(" ", "-"),
+                 marks=() if case in SHORT else (pytest.mark.faults_long,))
+    for case in CASES
+])
 async def test_refused_then_fixed(world: World, case: str) -> None:
     c = CASES[case]
     c.breaks(world)

@@ -82,7 +82,15 @@ async def cleanup() -> AsyncIterator[list[Sidecar]]:
         await s.stop()
 
 
-@pytest.mark.parametrize("case", list(CASES), ids=lambda s: s.replace(" ", "-"))
+# `make test` runs this refusal; `make faults` every one (each ~5-10 s).
+SHORT = {"caller certificate expired"}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, id=case.replace(" ", "-"),
+                 marks=() if case in SHORT else (pytest.mark.faults_long,))
+    for case in CASES
+])
 async def test_refusal_is_named(tmp_path: Path, certs: Certs, cleanup: list[Sidecar],
                                 case: str) -> None:
     c = CASES[case]

@@ -251,7 +251,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES), ids=lambda s: s.replace(" ", "-"))
+# `make test` runs these refusals; `make faults` every one (each ~5-10 s).
+SHORT = {"wrong CA (server not trusted)", "expired server certificate"}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, id=case.replace(" ", "-"),
+                 marks=() if case in SHORT else (pytest.mark.faults_long,))
+    for case in CASES
+])
 async def test_refused_then_fixed(world: World, certs: Certs, case: str) -> None:
     """Refused with a clear error (log, metadata, metric), the sidecar keeps serving and
     keeps the publishes; after the fix, with no restart of the sidecar, they all arrive."""
