@@ -17,6 +17,29 @@ from pathlib import Path
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
 
 
+def fds_in_empty_datagrams() -> bool:
+    """Whether a file descriptor sent alone (no payload, as journald's memfd entries are)
+    arrives. A Linux kernel delivers it; qemu user emulation (``make test-arm``) drops such a
+    datagram, so the memfd path and a real journald cannot be checked there."""
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    fd = os.memfd_create("probe")
+    try:
+        a.sendmsg([], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))])
+        b.settimeout(2)
+        try:
+            _msg, ancdata, _flags, _addr = b.recvmsg(1, socket.CMSG_SPACE(4))
+        except TimeoutError:
+            return False
+        for _level, _kind, data in ancdata:
+            for got in array.array("i", data[: len(data) - len(data) % 4]):
+                os.close(got)
+        return bool(ancdata)
+    finally:
+        os.close(fd)
+        a.close()
+        b.close()
+
+
 def parse(data: bytes) -> tuple[dict[str, str], set[str]]:
     """One entry: ``KEY=value\\n`` fields and ``KEY\\n<le64 size><value>\\n`` ones; the
     fields and the names of those in the second (binary-safe) form. Raises ``ValueError`` on

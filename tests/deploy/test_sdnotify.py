@@ -150,9 +150,9 @@ def test_asyncio_loop_when_asked(tmp_path: Path, notify_socket: NotifySocket) ->
 APP = """
 import json, os, signal, sys, time
 names = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DAPR_HTTP_PORT")
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # before the file says we are up
 with open(sys.argv[1], "w") as f:
     json.dump({n: os.environ.get(n) for n in names}, f)
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 time.sleep(300)
 """
 
