@@ -9,7 +9,11 @@ Checks, beyond what :func:`~edge_runtime.config.loader.load_resources` reports:
 * metadata values decode into the dataclass the component's factory declares
   (``config.metadata.declare_metadata``). Values from ``envRef``/``secretKeyRef`` are not looked
   up (validation must not need the secrets or the device's environment): they count as present
-  and are not type-checked. Tokens are expanded first, with ``app_id`` (or ``app``).
+  and are not type-checked. Tokens are expanded first, with ``app_id`` (or ``app``);
+* ``Subscription`` documents, read as the runtime reads them at start (fields, routes, CEL
+  rules, scopes, one subscription per pubsub and topic);
+* ``Resiliency`` documents: retry, timeout and circuit-breaker policies and their
+  ``targets`` (components' inbound policies, ``targets.apps``), read as the runtime reads them.
 
 With ``app_id``, components out of that app's scope get only the loader's checks (the runtime
 would not load them); without it every component is checked. Nothing here raises for bad input.
@@ -30,8 +34,11 @@ from edge_runtime.config.metadata import (
     decode,
 )
 from edge_runtime.config.resolve import expand_tokens, in_scope
+from edge_runtime.inbox.resiliency import inbound_retry
+from edge_runtime.invocation.resiliency import app_policies
 from edge_runtime.outbox.limits import OutboxMetadata
 from edge_runtime.registry import Registry, UnknownComponentTypeError
+from edge_runtime.subscriptions.parse import from_resources
 
 _PLACEHOLDER_APP_ID = "app"
 
@@ -56,6 +63,9 @@ def validate(
             continue
         problems.extend(_secret_store_problems(comp, by_name, app_id, default_secret_store))
         problems.extend(_type_problems(comp, registry, app_id))
+    problems.extend(from_resources(res.others, app_id)[1])
+    problems.extend(inbound_retry(res.others, app_id)[1])
+    problems.extend(app_policies(res.others, app_id)[1])
     return sorted(problems, key=_order)
 
 

@@ -221,3 +221,55 @@ def test_path_problems_come_first(folder: Path, registry: Registry) -> None:
     got = [str(p) for p in validate([folder, Path("missing")], registry=registry)]
     assert got[0].startswith("<resources>: resources path 'missing' does not exist")
     assert got[1].startswith("components/a.yaml:6:")
+
+
+def test_subscriptions_and_resiliency_are_checked(folder: Path, registry: Registry) -> None:
+    write(folder, "subs.yaml", """\
+        apiVersion: dapr.io/v2alpha1
+        kind: Subscription
+        metadata: {name: orders}
+        spec:
+          pubsubname: pubsub
+          topic: orders
+          routes: {rules: [{match: 'event.type ==', path: /o}], default: /d}
+          bogus: 1
+        ---
+        apiVersion: dapr.io/v2alpha1
+        kind: Subscription
+        metadata: {name: fine}
+        spec: {pubsubname: pubsub, topic: fine, routes: {default: /f}}
+        """)
+    write(folder, "res.yaml", """\
+        apiVersion: dapr.io/v1alpha1
+        kind: Resiliency
+        metadata: {name: res}
+        spec:
+          policies:
+            retries:
+              quick: {policy: sometimes, maxRetries: 3}
+            timeouts:
+              short: forever
+          targets:
+            apps:
+              other: {timeout: short}
+        """)
+    out = run(folder, registry)
+    by_file = {line.split(":")[0] for line in out}
+    assert by_file == {"components/res.yaml", "components/subs.yaml"}, out
+    assert any("subs.yaml:7:" in line and "match" in line for line in out), out
+    assert any("subs.yaml:8:" in line and "unknown field" in line for line in out), out
+    assert any("res.yaml:7:" in line and "sometimes" in line for line in out), out
+    assert any("res.yaml:9:" in line for line in out), out
+    assert not any("'fine'" in line for line in out), out
+
+
+def test_subscriptions_out_of_scope_are_not_checked(folder: Path, registry: Registry) -> None:
+    write(folder, "subs.yaml", """\
+        apiVersion: dapr.io/v2alpha1
+        kind: Subscription
+        metadata: {name: orders}
+        spec: {pubsubname: pubsub, topic: orders, routes: {default: 5}}
+        scopes: [other]
+        """)
+    assert run(folder, registry, app_id="me") == []
+    assert len(run(folder, registry, app_id="other")) == 1
