@@ -16,6 +16,7 @@ import pytest
 
 from edge_runtime.bindings import BindingError, InvokeError
 from edge_runtime.bindings.serial import SerialBinding, create
+from edge_runtime.bindings.storing import STORE_ATTEMPTS
 from edge_runtime.config.manifest import ComponentManifest, Mark
 from edge_runtime.config.metadata import ResolvedMetadata, Value
 from edge_runtime.observability import metrics as M
@@ -168,12 +169,23 @@ async def test_garbage_is_counted_and_logged_and_reading_goes_on(
     assert "not utf-8" in warnings[1]
 
 
-async def test_a_frame_the_inbox_refuses_is_counted_and_the_next_one_arrives(
+async def test_a_frame_the_inbox_refuses_for_a_moment_is_offered_again(
+    pty: PtyPair, tmp_path: Path, bindings: list[SerialBinding]
+) -> None:
+    b = make(pty.a, tmp_path, name="refused-once")
+    events = await started(bindings, b)
+    events.fail = STORE_ATTEMPTS - 1  # refused for 0.1 + 0.2 + 0.4 + 0.8 s, then taken
+    pty.write(b"first\nsecond\n")
+    assert await events.wait(2) == [b"first", b"second"]
+    assert b.reporter.counts == {}
+
+
+async def test_a_frame_the_inbox_keeps_refusing_is_counted_and_the_next_one_arrives(
     pty: PtyPair, tmp_path: Path, bindings: list[SerialBinding]
 ) -> None:
     b = make(pty.a, tmp_path, name="refused")
     events = await started(bindings, b)
-    events.fail = 1
+    events.fail = STORE_ATTEMPTS
     pty.write(b"lost\nkept\n")
     assert await events.wait(1) == [b"kept"]
     assert b.reporter.counts == {"not_stored": 1}

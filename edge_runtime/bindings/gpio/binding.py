@@ -33,7 +33,6 @@ side. A missing chip or permission fails ``init`` with a message that says what 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import deque
@@ -55,6 +54,7 @@ from edge_runtime.bindings.gpio.backend import (
     LineRequest,
 )
 from edge_runtime.bindings.gpio.options import SIM, GpioMetadata, GpioOptions, LineSpec, parse
+from edge_runtime.bindings.storing import store
 from edge_runtime.config.metadata import declare_metadata, parse_bool
 from edge_runtime.errors import ComponentError
 from edge_runtime.observability.metrics import GPIO_EVENTS_LOST
@@ -68,8 +68,6 @@ MAX_PULSE_MS = 60_000
 # Read events wait in memory up to this many; beyond it the reader pauses, so the kernel's
 # buffer takes the strain (and an overflow there shows as a seq gap, counted).
 HIGH_WATER = 4096
-STORE_ATTEMPTS = 5
-STORE_BACKOFF_S = 0.1
 
 
 async def open_chip(options: GpioOptions) -> Chip:
@@ -359,18 +357,9 @@ class GpioBinding(GpioOutputs):
                            "value": int(event.rising), "timestampNs": event.timestamp_ns,
                            "seq": event.seq}, separators=(",", ":")).encode()
         metadata = {"line": str(event.offset), "name": name, "edge": edge}
-        for attempt in range(1, STORE_ATTEMPTS + 1):
-            try:
-                await handler(body, metadata)
-            except Exception as exc:  # noqa: BLE001 - any failure means "not stored"
-                if attempt == STORE_ATTEMPTS or self._stopping.is_set():
-                    self._lost(1, f"line {event.offset} seq {event.seq} was not stored: {exc}")
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(),
-                                           STORE_BACKOFF_S * 2 ** (attempt - 1))
-            else:
-                return
+        refused = await store(handler, body, metadata, stopping=self._stopping)
+        if refused is not None:
+            self._lost(1, f"line {event.offset} seq {event.seq} was not stored: {refused}")
 
 
 @declare_metadata(GpioMetadata)

@@ -48,6 +48,7 @@ from edge_runtime.bindings.serial.metadata import SerialMetadata, SerialSettings
 from edge_runtime.bindings.serial.payload import write_payload
 from edge_runtime.bindings.serial.port import PortError, PortGoneError, SerialPort, open_port
 from edge_runtime.bindings.serial.report import DropReporter
+from edge_runtime.bindings.storing import STORE_ATTEMPTS, store
 from edge_runtime.config.metadata import declare_metadata
 from edge_runtime.observability import metrics as M
 from edge_runtime.registry import ComponentContext
@@ -75,6 +76,7 @@ class SerialBinding:
         self._queued_bytes = 0
         self._wake = asyncio.Event()
         self._stopping = False
+        self._stop_event = asyncio.Event()  # the same, for the store's retry pauses
         self._consumer: asyncio.Task[None] | None = None
         self._connector: asyncio.Task[None] | None = None
         self._reading = False
@@ -148,6 +150,7 @@ class SerialBinding:
             raise BindingError(f"binding {self.name}: input already started")
         self._handler = handler
         self._stopping = False
+        self._stop_event.clear()
         self._consumer = asyncio.create_task(self._consume(), name=f"serial[{self.name}]")
         if self._port is not None:
             self._start_reader(self._port)
@@ -158,6 +161,7 @@ class SerialBinding:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             self._stopping = True
+            self._stop_event.set()
             self._wake.set()
             try:
                 await asyncio.shield(consumer)
@@ -314,11 +318,12 @@ class SerialBinding:
                 self.reporter.report("not_stored", len(frame), "a frame read while stopping")
                 continue
             self.seq += 1
-            try:
-                await handler(frame, {**meta, "seq": str(self.seq)})
-            except Exception as exc:  # noqa: BLE001 - any failure: the frame is not stored
+            refused = await store(handler, frame, {**meta, "seq": str(self.seq)},
+                                  stopping=self._stop_event)
+            if refused is not None:
                 self.reporter.report("not_stored", len(frame),
-                                     f"a frame of {len(frame)} bytes the inbox refused: {exc}")
+                                     f"a frame of {len(frame)} bytes the inbox refused "
+                                     f"{STORE_ATTEMPTS} times: {refused}")
             else:
                 self._frames.inc()
 
