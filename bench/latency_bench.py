@@ -5,6 +5,13 @@ Path measured: HTTP publish to a publisher sidecar (fsync into its outbox) → r
 the publishing client run in this process, so one clock times both ends.
 Baseline in the same run: a bare paho publisher and a bare paho subscriber (QoS 1, no
 durability) on the same broker at the same rate.
+
+Then the in-order delivery rate (``--drain`` events, 0 skips it): a subscriber sidecar starts
+on an inbox already holding that many events of one subscription and delivers them to a fast
+app (one event in flight, as by default); the rate is counted from the first arrival to the
+last. Baseline in the same run: the same app server answering a client that posts one request
+at a time over one keep-alive connection from another process (what the app server alone
+takes).
 """
 
 from __future__ import annotations
@@ -24,8 +31,27 @@ import paho.mqtt.client as mqtt
 
 from bench._httpload import Poster
 from bench._sidecar import mqtt_component
+from edge_runtime.inbox.store import Inbox
+from edge_runtime.pubsub import Received
+from edge_runtime.subscriptions.model import subscription_key
 from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.support.mosquitto import Mosquitto
+
+DRAIN_TOPIC = "lat/drain"
+# Posts one request at a time over one keep-alive connection; prints requests per second.
+_SEQUENTIAL_CLIENT = """
+import asyncio, sys, time
+from bench._httpload import Poster
+async def main(port, n, body):
+    async with Poster("127.0.0.1", port, "/ev", conns=1) as post:
+        for _ in range(n // 10):
+            await post.post(body)
+        start = time.perf_counter()
+        for _ in range(n):
+            await post.post(body)
+        print(n / (time.perf_counter() - start))
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode()))
+"""
 
 
 def pct(values: list[float], p: float) -> float:
@@ -152,10 +178,79 @@ async def through_sidecars(
     return lat
 
 
+def _event(i: int) -> bytes:
+    return json.dumps({
+        "specversion": "1.0", "id": f"drain-{i}", "source": "bench", "type": "bench.drain",
+        "topic": DRAIN_TOPIC, "pubsubname": "mqtt", "datacontenttype": "application/json",
+        "data": {"i": i},
+    }).encode()
+
+
+async def _prefill(data: Path, n: int) -> None:
+    inbox = Inbox(data)
+    await inbox.open()
+    try:
+        key = subscription_key("mqtt", DRAIN_TOPIC)
+        for start in range(0, n, 500):
+            await asyncio.gather(*(
+                inbox.add(key, Received(DRAIN_TOPIC, _event(i), {}), f"drain-{i}")
+                for i in range(start, min(n, start + 500))
+            ))
+    finally:
+        await inbox.close()
+
+
+async def delivery_rate(work: Path, broker: Mosquitto, n: int) -> tuple[float, float, int]:
+    """(events/s an ordered subscription delivers to a fast app, requests/s the app server
+    answers alone, events that arrived in order)."""
+    times: list[float] = []
+    seen: list[int] = []
+
+    def respond(req: Request) -> Reply:
+        if req.path == "/dapr/subscribe":
+            return Reply(200, json.dumps(
+                [{"pubsubname": "mqtt", "topic": DRAIN_TOPIC, "route": "/drain"}]).encode())
+        if req.path == "/drain":
+            times.append(time.perf_counter())
+            seen.append(json.loads(req.body)["data"]["i"])
+        return Reply(200, b"")
+
+    data = work / "drain" / "data"
+    res = work / "drain" / "components"
+    res.mkdir(parents=True)
+    (res / "mqtt.yaml").write_text(mqtt_component(broker.url, "lat-drain"))
+    await _prefill(data, n)
+    async with AppServer(respond) as app:
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _SEQUENTIAL_CLIENT, str(app.port), str(n),
+            _event(0).decode(), stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await client.communicate()
+        alone = float(out)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge_runtime", "run", "--app-id", "drain",
+            "--dapr-http-port", "0", "--dapr-grpc-port", "0", "--metrics-port", "0",
+            "--resources-path", str(res), "--data-dir", str(data), "--log-level", "warn",
+            "--app-port", str(app.port),
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while len(times) < n and time.monotonic() < deadline:  # noqa: ASYNC110 - polls
+                await asyncio.sleep(0.05)
+        finally:
+            proc.terminate()
+            await proc.wait()
+    ordered = sum(1 for a, b in zip(seen, seen[1:], strict=False) if b > a) + min(1, len(seen))
+    rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    return rate, alone, ordered
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--drain", type=int, default=5000,
+                    help="events for the in-order delivery rate (0: skip it)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -164,6 +259,7 @@ def main() -> None:
         try:
             base = baseline(broker.port, args.rate, args.seconds)
             side = asyncio.run(through_sidecars(work, broker, args.rate, args.seconds))
+            drain = asyncio.run(delivery_rate(work, broker, args.drain)) if args.drain else None
         finally:
             broker.stop()
     n = int(args.rate * args.seconds)
@@ -179,6 +275,14 @@ def main() -> None:
     )
     p50, p99 = pct(side, 0.5) / pct(base, 0.5), pct(side, 0.99) / pct(base, 0.99)
     print(f"  ratio p50 {p50:.1f}x  p99 {p99:.1f}x")
+    if drain is not None:
+        rate, alone, ordered = drain
+        print(
+            f"in-order delivery, one subscription, {args.drain} events queued in the inbox: "
+            f"{rate:.0f} events/s ({ordered}/{args.drain} in order)"
+        )
+        print(f"  the app server alone (one keep-alive connection, one request at a time):"
+              f" {alone:.0f} requests/s")
 
 
 if __name__ == "__main__":
