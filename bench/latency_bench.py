@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import sys
@@ -248,7 +249,7 @@ async def delivery_rate(work: Path, broker: Mosquitto, n: int) -> tuple[float, f
         finally:
             proc.terminate()
             await proc.wait()
-    ordered = sum(1 for a, b in zip(seen, seen[1:], strict=False) if b > a) + min(1, len(seen))
+    ordered = sum(1 for a, b in itertools.pairwise(seen) if b > a) + min(1, len(seen))
     rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
     return rate, alone, ordered
 
