@@ -20,11 +20,13 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -132,12 +134,39 @@ async def port_of(data: Path) -> int:
     raise RuntimeError("sidecar did not start")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tap(port: int, lat: list[float]) -> mqtt.Client:
+    """A bare paho subscriber to the sidecars' topic: when the publisher sidecar's messages
+    reach the broker's subscribers."""
+    def on_message(_c: object, _u: object, m: mqtt.MQTTMessage) -> None:
+        lat.append(time.perf_counter() - json.loads(m.payload)["data"]["t"])
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lat-tap")
+    client.on_message = on_message
+    client.connect("127.0.0.1", port)
+    client.subscribe("lat/side", qos=1)
+    client.loop_start()
+    return client
+
+
+@dataclass
+class SidecarRun:
+    lat: list[float] = field(default_factory=list)  # publish -> app
+    acked: list[float] = field(default_factory=list)  # publish -> 204
+    tapped: list[float] = field(default_factory=list)  # publish -> a bare subscriber
+    cpu: dict[str, float] = field(default_factory=dict)  # sidecar CPU seconds in the run
+
+
 async def through_sidecars(
-    work: Path, broker: Mosquitto, rate: float, seconds: float
-) -> tuple[list[float], list[float]]:
-    """(publish -> app latencies, publish -> 204 latencies)."""
-    lat: list[float] = []
-    acked: list[float] = []
+    work: Path, broker: Mosquitto, rate: float, seconds: float, *, split: bool = False
+) -> SidecarRun:
+    run = SidecarRun()
+    lat, acked = run.lat, run.acked
 
     async def publish(post: Poster, body: bytes, sent: float) -> int:
         status = await post.post(body)
@@ -163,6 +192,10 @@ async def through_sidecars(
                         break
                     await asyncio.sleep(0.05)
                 n = int(rate * seconds)
+                tapper = tap(broker.port, run.tapped) if split else None
+                await asyncio.sleep(0.5 if split else 0)
+                cpu0 = {name: cpu_seconds(p.pid) for name, p in zip(("sub", "pub"), procs,
+                                                                      strict=True)}
                 async with Poster("127.0.0.1", pub_port, "/v1.0/publish/mqtt/lat/side") as post:
                     start = time.perf_counter()
                     pending = set()
@@ -180,11 +213,16 @@ async def through_sidecars(
                 deadline = time.monotonic() + 15
                 while len(lat) < n and time.monotonic() < deadline:  # noqa: ASYNC110 - polls a list
                     await asyncio.sleep(0.05)
+                run.cpu = {name: cpu_seconds(p.pid) - cpu0[name]
+                           for name, p in zip(("sub", "pub"), procs, strict=True)}
+                if tapper is not None:
+                    tapper.loop_stop()
+                    tapper.disconnect()
         finally:
             for p in procs:
                 p.terminate()
                 await p.wait()
-    return lat, acked
+    return run
 
 
 def _event(i: int) -> bytes:
@@ -258,6 +296,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--split", action="store_true",
+                    help="also time when a bare subscriber gets the publisher sidecar's messages")
     ap.add_argument("--drain", type=int, default=5000,
                     help="events for the in-order delivery rate (0: skip it)")
     args = ap.parse_args()
@@ -267,11 +307,13 @@ def main() -> None:
         broker.start()
         try:
             base = baseline(broker.port, args.rate, args.seconds)
-            side, acked = asyncio.run(through_sidecars(work, broker, args.rate, args.seconds))
+            run = asyncio.run(through_sidecars(work, broker, args.rate, args.seconds,
+                                               split=args.split))
             drain = asyncio.run(delivery_rate(work, broker, args.drain)) if args.drain else None
         finally:
             broker.stop()
     n = int(args.rate * args.seconds)
+    side, acked = run.lat, run.acked
     print(f"latency bench: {args.rate:.0f} msg/s for {args.seconds:.0f}s, mosquitto on loopback")
     print(
         f"  bare paho pub -> sub (QoS 1, no durability): {len(base)}/{n} arrived, "
@@ -284,6 +326,12 @@ def main() -> None:
     )
     print(f"    of which publish -> 204 from the publisher sidecar: p50 {pct(acked, 0.5):.2f} ms"
           f"  p99 {pct(acked, 0.99):.2f} ms")
+    if run.tapped:
+        print(f"    publish -> broker -> a bare subscriber (the rest is the subscriber sidecar):"
+              f" p50 {pct(run.tapped, 0.5):.2f} ms  p99 {pct(run.tapped, 0.99):.2f} ms")
+    per = {k: v / max(1, len(side)) * 1e6 for k, v in run.cpu.items()}
+    print(f"    sidecar CPU per message: subscriber {per['sub']:.0f} us,"
+          f" publisher {per['pub']:.0f} us")
     p50, p99 = pct(side, 0.5) / pct(base, 0.5), pct(side, 0.99) / pct(base, 0.99)
     print(f"  ratio p50 {p50:.1f}x  p99 {p99:.1f}x")
     if drain is not None:
