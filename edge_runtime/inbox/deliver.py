@@ -5,8 +5,15 @@ binding (``runtime/binding_inputs.py``); below, "subscription" means either.
 :class:`Deliverer` runs one task per target key, named ``inbox-deliver:<key>``. Each
 reads its rows in arrival order and calls the runtime's :data:`Deliver` callable (which
 routes, posts over HTTP or gRPC and maps the reply to an :class:`Outcome`), at most
-``concurrency`` rows at a time: with the default 1, delivery is ordered per subscription;
-with N, the N oldest rows are in progress (delivering or waiting for a retry) at once. It waits
+``concurrency`` rows at a time (a number, or a function of the target: the runtime gives a
+pubsub's ``deliveryConcurrency``): with the default 1, delivery is ordered per subscription;
+with N, the N oldest rows are in progress (delivering or waiting for a retry) at once.
+
+The ordered loop does not wait for the database per event: it reads up to
+``PREFETCH_ROWS`` rows ahead (at most ``PREFETCH_BYTES`` past the rows it needs), and a
+delivered row's delete is queued to one task that commits each batch of deletes in one unit,
+without an fsync; the loop skips rows whose delete is pending, so the live loop never delivers
+a row twice, and a crash before the delete commits means one redelivery (at least once). It waits
 while the ``ready`` event is clear (the app is not up, or unhealthy).
 
 Outcomes:
@@ -179,7 +186,7 @@ class Deliverer(Generic[T]):
         dead_letter: DeadLetter[T] | None = None,
         deliver_bulk: DeliverBulk[T] | None = None,
         retry: RetryLookup | None = None,
-        concurrency: int = 1,
+        concurrency: int | Callable[[T], int] = 1,
         poll_interval_s: float = 5.0,
         error_pause_s: float = 1.0,
     ) -> None:
@@ -189,7 +196,15 @@ class Deliverer(Generic[T]):
         self._dead_letter = dead_letter
         self._bulk = deliver_bulk
         self._retry: RetryLookup = retry or (lambda _name: DEFAULT_RETRY)
-        self._concurrency = max(1, concurrency)
+        if callable(concurrency):
+            self._concurrency = concurrency
+        else:
+            fixed = concurrency
+
+            def same(_sub: T) -> int:
+                return fixed
+
+            self._concurrency = same
         self._poll = poll_interval_s
         self._pause = error_pause_s
         self._workers: dict[str, _Worker[T]] = {}
@@ -284,15 +299,16 @@ class Deliverer(Generic[T]):
         read again only when fewer than that are left."""
         key = w.sub.key
         timeout = self._poll
-        free = self._concurrency - len(w.inflight)
+        limit = max(1, self._concurrency(w.sub))
+        free = limit - len(w.inflight)
         if free <= 0:
             return timeout
-        if w.ahead is None or len(w.ahead) < self._concurrency:
+        if w.ahead is None or len(w.ahead) < limit:
             w.ahead = await self.inbox.head(
-                key, max(PREFETCH_ROWS, self._concurrency), skip=self._completing.get(key, ()),
-                max_bytes=PREFETCH_BYTES, min_rows=self._concurrency,
+                key, max(PREFETCH_ROWS, limit), skip=self._completing.get(key, ()),
+                max_bytes=PREFETCH_BYTES, min_rows=limit,
             )
-        for row in w.ahead[:self._concurrency]:
+        for row in w.ahead[:limit]:
             if free == 0:
                 break
             if row.seq in w.inflight:
