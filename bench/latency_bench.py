@@ -90,13 +90,16 @@ def baseline(port: int, rate: float, seconds: float) -> list[float]:
 
 
 async def sidecars(
-    work: Path, broker: Mosquitto, app_port: int
+    work: Path, broker: Mosquitto, app_port: int, concurrency: int = 1
 ) -> list[asyncio.subprocess.Process]:
     procs = []
     for name, extra in (("sub", ["--app-port", str(app_port)]), ("pub", [])):
         res = work / name / "components"
         res.mkdir(parents=True)
-        (res / "mqtt.yaml").write_text(mqtt_component(broker.url, f"lat-{name}"))
+        component = mqtt_component(broker.url, f"lat-{name}")
+        if name == "sub" and concurrency != 1:
+            component += f'  - {{name: deliveryConcurrency, value: "{concurrency}"}}\n'
+        (res / "mqtt.yaml").write_text(component)
         procs.append(
             await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -163,7 +166,8 @@ class SidecarRun:
 
 
 async def through_sidecars(
-    work: Path, broker: Mosquitto, rate: float, seconds: float, *, split: bool = False
+    work: Path, broker: Mosquitto, rate: float, seconds: float, *, split: bool = False,
+    concurrency: int = 1,
 ) -> SidecarRun:
     run = SidecarRun()
     lat, acked = run.lat, run.acked
@@ -180,7 +184,7 @@ async def through_sidecars(
         return Reply(200, b"")
 
     async with AppServer(respond) as app:
-        procs = await sidecars(work, broker, app.port)
+        procs = await sidecars(work, broker, app.port, concurrency)
         try:
             sub_port = await port_of(work / "sub" / "data")
             pub_port = await port_of(work / "pub" / "data")
@@ -298,6 +302,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--split", action="store_true",
                     help="also time when a bare subscriber gets the publisher sidecar's messages")
+    ap.add_argument("--delivery-concurrency", type=int, default=1,
+                    help="the subscriber's deliveryConcurrency (1, the default: in order)")
     ap.add_argument("--drain", type=int, default=5000,
                     help="events for the in-order delivery rate (0: skip it)")
     args = ap.parse_args()
@@ -308,13 +314,15 @@ def main() -> None:
         try:
             base = baseline(broker.port, args.rate, args.seconds)
             run = asyncio.run(through_sidecars(work, broker, args.rate, args.seconds,
-                                               split=args.split))
+                                               split=args.split,
+                                               concurrency=args.delivery_concurrency))
             drain = asyncio.run(delivery_rate(work, broker, args.drain)) if args.drain else None
         finally:
             broker.stop()
     n = int(args.rate * args.seconds)
     side, acked = run.lat, run.acked
-    print(f"latency bench: {args.rate:.0f} msg/s for {args.seconds:.0f}s, mosquitto on loopback")
+    print(f"latency bench: {args.rate:.0f} msg/s for {args.seconds:.0f}s, mosquitto on loopback,"
+          f" deliveryConcurrency {args.delivery_concurrency}")
     print(
         f"  bare paho pub -> sub (QoS 1, no durability): {len(base)}/{n} arrived, "
         f"p50 {pct(base, 0.5):.2f} ms  p99 {pct(base, 0.99):.2f} ms"
