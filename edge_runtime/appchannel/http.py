@@ -2,10 +2,15 @@
 input bindings (§3.5: the ``OPTIONS`` probe and event posts, the
 :class:`~edge_runtime.appchannel.BindingTarget` methods) and service invocation (§3.8).
 
-:class:`HttpAppChannel` keeps one pooled ``httpx.AsyncClient`` (keep-alive to the app; proxy
-settings from the environment are ignored, the app is local). Every call carries
+:class:`HttpAppChannel` keeps keep-alive connections to the app. Event delivery, bindings and
+discovery go through :class:`~edge_runtime.appchannel.http1.Http1Client` (a small HTTP/1.1
+client: httpx's per-request cost was most of the ordered delivery loop's time); service
+invocation, which streams replies of any size with exact headers, through one pooled
+``httpx.AsyncClient`` (proxy settings from the environment are ignored, the app is local).
+Every call carries
 ``dapr-api-token`` when ``APP_API_TOKEN`` is set (§3.6). Transport failures and timeouts become
-:class:`~edge_runtime.appchannel.AppUnavailableError`; no httpx exception leaves this module.
+:class:`~edge_runtime.appchannel.AppUnavailableError`; no transport exception leaves this
+module.
 
 :func:`classify` maps a delivery reply to an :class:`~edge_runtime.appchannel.Outcome` exactly
 as the §3.2 table says, and :func:`event_headers` builds the per-message headers Dapr sends.
@@ -17,7 +22,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from edge_runtime.appchannel import (
@@ -29,6 +34,7 @@ from edge_runtime.appchannel import (
     InvokeResult,
     Outcome,
 )
+from edge_runtime.appchannel.http1 import Http1Client, Http1Error
 
 if TYPE_CHECKING:
     import httpx
@@ -179,6 +185,7 @@ class HttpAppChannel:
         self._token = api_token or None
         self._timeout_s = timeout_s
         self._max_connections = max_connections
+        self._http1 = Http1Client(address.strip("[]"), port, max_connections=max_connections)
         # Made on the first call: httpx costs ~5 MiB of RSS and ~50 ms of start-up, and a
         # sidecar with no app (or an app that is never called) needs none of it.
         self._http: httpx.AsyncClient | None = None
@@ -208,6 +215,7 @@ class HttpAppChannel:
 
     async def close(self) -> None:
         """Close the pooled connections; idempotent (a channel never used has none)."""
+        await self._http1.close()
         if self._http is not None:
             await self._http.aclose()
 
@@ -288,20 +296,16 @@ class HttpAppChannel:
         if self._token:
             sent.append((TOKEN_HEADER.encode(), self._token.encode()))
         url = "/" + path.lstrip("/")
-        client = self._client  # imports httpx on the first call
         try:
-            if timeout_s is None:
-                resp = await client.request(method, url, content=body, headers=sent)
-            else:
-                resp = await client.request(
-                    method, url, content=body, headers=sent, timeout=_timeout(timeout_s)
-                )
-        except _transport_errors() as exc:
-            what = type(exc).__name__
+            status, body, reply_headers = await self._http1.request(
+                method, url, sent, body,
+                timeout_s=self._timeout_s if timeout_s is None else timeout_s,
+            )
+        except Http1Error as exc:
             raise AppUnavailableError(
-                f"{method} {self.base_url}{url} failed: {what}: {exc}".rstrip(": ")
+                f"{method} {self.base_url}{url} failed: {exc.kind}: {exc}".rstrip(": ")
             ) from exc
-        return AppReply(resp.status_code, resp.content, dict(resp.headers))
+        return AppReply(status, body, reply_headers)
 
     async def invoke(self, call: InvokeCall) -> InvokeResult:
         """``{verb} /{method}?{query}`` with the call's body, content type and headers (§3.8).
@@ -363,12 +367,6 @@ class HttpAppChannel:
                 )
             chunks.append(chunk)
         return b"".join(chunks)
-
-
-def _timeout(seconds: float) -> Any:
-    import httpx  # loaded already: the client exists
-
-    return httpx.Timeout(seconds)
 
 
 def _transport_errors() -> tuple[type[Exception], ...]:

@@ -5,8 +5,15 @@ binding (``runtime/binding_inputs.py``); below, "subscription" means either.
 :class:`Deliverer` runs one task per target key, named ``inbox-deliver:<key>``. Each
 reads its rows in arrival order and calls the runtime's :data:`Deliver` callable (which
 routes, posts over HTTP or gRPC and maps the reply to an :class:`Outcome`), at most
-``concurrency`` rows at a time: with the default 1, delivery is ordered per subscription;
-with N, the N oldest rows are in progress (delivering or waiting for a retry) at once. It waits
+``concurrency`` rows at a time (a number, or a function of the target: the runtime gives a
+pubsub's ``deliveryConcurrency``): with the default 1, delivery is ordered per subscription;
+with N, the N oldest rows are in progress (delivering or waiting for a retry) at once.
+
+The ordered loop does not wait for the database per event: it reads up to
+``PREFETCH_ROWS`` rows ahead (at most ``PREFETCH_BYTES`` past the rows it needs), and a
+delivered row's delete is queued to one task that commits each batch of deletes in one unit,
+without an fsync; the loop skips rows whose delete is pending, so the live loop never delivers
+a row twice, and a crash before the delete commits means one redelivery (at least once). It waits
 while the ``ready`` event is clear (the app is not up, or unhealthy).
 
 Outcomes:
@@ -46,7 +53,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from edge_runtime.appchannel import AppChannelError, Outcome
 from edge_runtime.errors import StorageFullError
@@ -60,6 +67,9 @@ from edge_runtime.observability.metrics import (
     INBOX_RETRIES,
 )
 from edge_runtime.subscriptions.model import BulkSettings
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 __all__ = [
     "DeadLetter",
@@ -140,12 +150,23 @@ class DropEventError(Exception):
         self.label = label
 
 
+# Rows read ahead per subscription (single-event delivery), and the bytes that may hold.
+PREFETCH_ROWS = 64
+PREFETCH_BYTES = 256 * 1024
+
+
 @dataclass(slots=True)
 class _Worker(Generic[T]):
     sub: T
     task: asyncio.Task[None] | None = None
     inflight: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     batch_since: float | None = None  # loop time the pending bulk batch's first row was seen
+    # The subscription's oldest rows as last read, in order, less those delivered since (a
+    # row's delete may not have committed yet: it is never read back while it is pending).
+    # Rows added later come after them, so this stays the head of the queue until this
+    # worker changes a row in another way (a retry, a drop, a dead letter, a failure): then
+    # it is dropped (None) and read again.
+    ahead: list[InboxRow] | None = None
 
 
 class Deliverer(Generic[T]):
@@ -165,7 +186,7 @@ class Deliverer(Generic[T]):
         dead_letter: DeadLetter[T] | None = None,
         deliver_bulk: DeliverBulk[T] | None = None,
         retry: RetryLookup | None = None,
-        concurrency: int = 1,
+        concurrency: int | Callable[[T], int] = 1,
         poll_interval_s: float = 5.0,
         error_pause_s: float = 1.0,
     ) -> None:
@@ -175,15 +196,26 @@ class Deliverer(Generic[T]):
         self._dead_letter = dead_letter
         self._bulk = deliver_bulk
         self._retry: RetryLookup = retry or (lambda _name: DEFAULT_RETRY)
-        self._concurrency = max(1, concurrency)
+        if callable(concurrency):
+            self._concurrency = concurrency
+        else:
+            fixed = concurrency
+
+            def same(_sub: T) -> int:
+                return fixed
+
+            self._concurrency = same
         self._poll = poll_interval_s
         self._pause = error_pause_s
         self._workers: dict[str, _Worker[T]] = {}
         # Rows delivered whose delete has not committed yet, per subscription: ordered
-        # delivery moves on without waiting for that fsync (a crash before it commits means
-        # one redelivery, which at-least-once allows).
+        # delivery moves on without waiting for that commit (a crash before it commits means
+        # one redelivery, which at-least-once allows). The deletes are queued and committed
+        # together, one unit of work per batch, by one task at a time.
         self._completing: dict[str, set[int]] = {}
-        self._deletes: set[asyncio.Task[None]] = set()
+        self._to_delete: list[InboxRow] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._delivered: dict[str, Counter] = {}  # INBOX_DELIVERED children by subscription
 
     @property
     def keys(self) -> list[str]:
@@ -217,8 +249,8 @@ class Deliverer(Generic[T]):
         workers = list(self._workers.values())
         self._workers.clear()
         await self._stop_workers(workers, deadline_s)
-        if self._deletes:
-            await asyncio.wait(list(self._deletes), timeout=deadline_s)
+        if self._flusher is not None:
+            await asyncio.wait([self._flusher], timeout=deadline_s)
 
     async def _stop_workers(self, workers: list[_Worker[T]], deadline_s: float) -> None:
         loops = [w.task for w in workers if w.task is not None]
@@ -247,6 +279,7 @@ class Deliverer(Generic[T]):
             wake.clear()
             try:
                 if self._bulk is not None and w.sub.bulk.enabled:
+                    w.ahead = None
                     timeout = await self._take_batch(w)
                 else:
                     w.batch_since = None
@@ -259,18 +292,26 @@ class Deliverer(Generic[T]):
                     await wake.wait()
 
     async def _take_rows(self, w: _Worker[T]) -> float:
-        """Start delivering the due rows there is room for; the time until one may be due."""
+        """Start delivering the due rows there is room for; the time until one may be due.
+
+        The rows considered are the ``concurrency`` oldest (less those being deleted), as a
+        fresh read would give; they come from the rows read ahead (:attr:`_Worker.ahead`),
+        read again only when fewer than that are left."""
         key = w.sub.key
         timeout = self._poll
-        free = self._concurrency - len(w.inflight)
+        limit = max(1, self._concurrency(w.sub))
+        free = limit - len(w.inflight)
         if free <= 0:
             return timeout
-        completing = self._completing.get(key, set())
-        rows = await self.inbox.head(key, self._concurrency + len(completing))
-        for row in rows:
+        if w.ahead is None or len(w.ahead) < limit:
+            w.ahead = await self.inbox.head(
+                key, max(PREFETCH_ROWS, limit), skip=self._completing.get(key, ()),
+                max_bytes=PREFETCH_BYTES, min_rows=limit,
+            )
+        for row in w.ahead[:limit]:
             if free == 0:
                 break
-            if row.seq in w.inflight or row.seq in completing:
+            if row.seq in w.inflight:
                 continue
             wait = self.inbox.due_in(row)
             if wait > 0:
@@ -289,9 +330,7 @@ class Deliverer(Generic[T]):
             return self._poll
         bulk = w.sub.bulk
         limit = max(1, bulk.max_messages)
-        completing = self._completing.get(w.sub.key, set())
-        rows = await self.inbox.head(w.sub.key, limit + len(completing))
-        rows = [r for r in rows if r.seq not in completing][:limit]
+        rows = await self.inbox.head(w.sub.key, limit, skip=self._completing.get(w.sub.key, ()))
         due: list[InboxRow] = []
         blocked = self._poll
         for row in rows:
@@ -322,6 +361,10 @@ class Deliverer(Generic[T]):
             await self._guarded(row, self._process(w.sub, row))
         finally:
             w.inflight.pop(row.seq, None)
+            # Still read ahead: not delivered (retried, dropped, parked, or it failed), so the
+            # rows read may be stale.
+            if w.ahead is not None and any(r.seq == row.seq for r in w.ahead):
+                w.ahead = None
             self.inbox.waiter(row.sub_key).set()
 
     async def _handle_batch(self, w: _Worker[T], rows: Sequence[InboxRow]) -> None:
@@ -351,22 +394,39 @@ class Deliverer(Generic[T]):
             self.inbox.waiter(sub.key).set()
 
     def _complete_later(self, row: InboxRow) -> None:
-        """Delete a delivered row in the background; the loop skips it until then."""
-        pending = self._completing.setdefault(row.sub_key, set())
-        pending.add(row.seq)
-        task = asyncio.create_task(self._complete(row, pending), name=f"inbox-done:{row.seq}")
-        self._deletes.add(task)
-        task.add_done_callback(self._deletes.discard)
+        """Queue a delivered row's delete; the loop skips the row until it has committed."""
+        self._completing.setdefault(row.sub_key, set()).add(row.seq)
+        self._to_delete.append(row)
+        worker = self._workers.get(row.sub_key)
+        ahead = worker.ahead if worker is not None else None
+        if ahead:
+            if ahead[0].seq == row.seq:
+                del ahead[0]  # in order: the common case
+            else:
+                ahead[:] = [r for r in ahead if r.seq != row.seq]
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_deletes(), name="inbox-deletes")
 
-    async def _complete(self, row: InboxRow, pending: set[int]) -> None:
-        try:
-            await self.inbox.complete(row)
-        except (InboxError, StorageFullError) as exc:
-            log.warning("inbox: deleting delivered event %s failed (%s); it will be delivered"
-                        " again", _describe(row), exc)
-        finally:
-            pending.discard(row.seq)
-            self.inbox.waiter(row.sub_key).set()
+    async def _flush_deletes(self) -> None:
+        """Commit the queued deletes, each batch in one unit of work, until none are left."""
+        while self._to_delete:
+            rows, self._to_delete = self._to_delete, []
+            failed = False
+            try:
+                await self.inbox.complete_many(rows)
+            except (InboxError, StorageFullError) as exc:
+                failed = True
+                log.warning("inbox: deleting %d delivered events failed (%s); they will be"
+                            " delivered again", len(rows), exc)
+            finally:
+                for row in rows:
+                    self._completing.get(row.sub_key, set()).discard(row.seq)
+            if failed:  # read the queues again: the rows are still there, ahead of the rest
+                for key in {r.sub_key for r in rows}:
+                    worker = self._workers.get(key)
+                    if worker is not None:
+                        worker.ahead = None
+                    self.inbox.waiter(key).set()
 
     async def _guarded(self, row: InboxRow, work: Awaitable[None]) -> None:
         """Run ``work`` for ``row``; a failure leaves the row in place, after a pause."""
@@ -422,10 +482,16 @@ class Deliverer(Generic[T]):
             outcome, error = Outcome.RETRY, f"{type(result).__name__}: {result}"
         else:
             outcome = result
-        INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome)).inc()
         if outcome is Outcome.SUCCESS:
+            counter = self._delivered.get(key)
+            if counter is None:
+                counter = INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome))
+                self._delivered[key] = counter
+            counter.inc()
             self._complete_later(row)
-        elif outcome is Outcome.DROP:
+            return
+        INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome)).inc()
+        if outcome is Outcome.DROP:
             INBOX_DROPPED.labels(subscription=key, reason="app_drop").inc()
             log.warning("inbox: the app dropped event %s of %s", _describe(row), key)
             await self._drop(sub, row, "dropped by the app")

@@ -34,7 +34,7 @@ import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -66,6 +66,7 @@ ROW_OVERHEAD = 128  # bytes a row costs beyond its data, metadata and topic
 _PRUNE_CHUNK = 2000  # seen ids deleted per unit, so writers interleave with a big prune
 _RECLAIM_MIN_PAGES = 256  # free pages worth giving back once the backlog drained
 _CHECKPOINT = "mono_checkpoint"
+_DELETE_CHUNK = 500  # seqs per DELETE statement (under SQLite's bound-parameter limit)
 
 
 class InboxError(Exception):
@@ -272,29 +273,63 @@ class Inbox:
 
     # --- delivery ----------------------------------------------------------------------------
 
-    async def head(self, sub_key: str, limit: int = 1) -> list[InboxRow]:
-        """The oldest ``limit`` rows of ``sub_key``, in arrival order."""
+    async def head(
+        self, sub_key: str, limit: int = 1, *, skip: Collection[int] = (),
+        max_bytes: int | None = None, min_rows: int = 1,
+    ) -> list[InboxRow]:
+        """The oldest ``limit`` rows of ``sub_key``, in arrival order, leaving out the seqs in
+        ``skip`` (rows being deleted). With ``max_bytes``, rows stop once their ``size`` adds
+        up to that, after at least ``min_rows``: rows are read one at a time, so a prefetch of
+        large events holds at most the budget plus one row."""
         def read(conn: sqlite3.Connection) -> list[InboxRow]:
-            rows = conn.execute(
+            out: list[InboxRow] = []
+            total = 0
+            cur = conn.execute(
                 f"SELECT {schema.MESSAGE_COLUMNS} FROM messages WHERE sub_key = ?"
-                " ORDER BY seq LIMIT ?", (sub_key, limit),
-            ).fetchall()
-            return [_row(r) for r in rows]
+                " ORDER BY seq LIMIT ?", (sub_key, limit + len(skip)),
+            )
+            for r in cur:
+                if r[0] in skip:
+                    continue
+                out.append(_row(r))
+                total += r[6]
+                if len(out) >= limit or (
+                        max_bytes is not None and total >= max_bytes and len(out) >= min_rows):
+                    break
+            cur.close()
+            return out
 
         return await self._guard(self.db.read(read), "read")
 
     async def complete(self, row: InboxRow) -> None:
         """Delete a delivered (or dropped) row."""
-        def unit(conn: sqlite3.Connection) -> int:
-            conn.execute("DELETE FROM messages WHERE seq = ?", (row.seq,))
-            found = conn.execute(
-                "SELECT messages FROM backlog WHERE sub_key = ?", (row.sub_key,)
-            ).fetchone()
-            return int(found[0]) if found else 0
+        await self.complete_many([row])
 
-        # No fsync: a completion lost in a power cut means one more delivery (at least once).
+    async def complete_many(self, rows: Sequence[InboxRow]) -> None:
+        """Delete delivered rows, in one unit of work (one commit, without an fsync: a
+        completion lost in a power cut means one more delivery, which at-least-once allows)."""
+        seqs = [r.seq for r in rows]
+        keys = sorted({r.sub_key for r in rows})
+
+        def unit(conn: sqlite3.Connection) -> list[int]:
+            for i in range(0, len(seqs), _DELETE_CHUNK):
+                chunk = seqs[i:i + _DELETE_CHUNK]
+                conn.execute(
+                    f"DELETE FROM messages WHERE seq IN ({','.join('?' * len(chunk))})", chunk
+                )
+            left = []
+            for key in keys:
+                found = conn.execute(
+                    "SELECT messages FROM backlog WHERE sub_key = ?", (key,)
+                ).fetchone()
+                left.append(int(found[0]) if found else 0)
+            return left
+
+        if not seqs:
+            return
         left = await self._guard(self.db.write(unit, durable=False), "delete")
-        INBOX_BACKLOG.labels(subscription=row.sub_key).set(left)
+        for key, n in zip(keys, left, strict=True):
+            INBOX_BACKLOG.labels(subscription=key).set(n)
 
     async def reschedule(
         self, row: InboxRow, *, attempts: int, delay_s: float, error: str

@@ -9,6 +9,11 @@ replaced and the broker subscriptions follow. Only delivery waits for the app.
 The channel to the app (HTTP, or gRPC with ``ListTopicSubscriptions`` for discovery) comes
 from :mod:`~edge_runtime.runtime.appconnect`, by ``--app-protocol``.
 
+Delivery is ordered per subscription (one event in flight) unless the pubsub component sets
+``deliveryConcurrency`` (metadata, an integer >= 1; default 1): then up to that many of a
+subscription's oldest events are delivered at once, and order is not kept, as Dapr's own
+MQTT component delivers. A value that is not such an integer is logged and ignored (1).
+
 Streaming subscriptions (:mod:`~edge_runtime.runtime.streaming`) attach here: while a stream
 is open for a key, it is that key's delivery target instead of the app, and a key no other
 subscription has is subscribed on the component for as long as the stream lasts.
@@ -42,6 +47,8 @@ from edge_runtime.support.disk import DiskBudget
 
 log = logging.getLogger("edge_runtime.subscriptions")
 
+CONCURRENCY_KEY = "deliveryConcurrency"
+
 
 class SubscribeError(Exception):
     """Subscription resources have problems; the message lists them with file:line."""
@@ -72,6 +79,7 @@ class Subscriptions:
         # app's list are made under ``lock``.
         self.streams: dict[str, Subscription] = {}
         self.lock = asyncio.Lock()
+        self._concurrency: dict[str, int] = {}  # deliveryConcurrency by pubsub
 
     async def open(self) -> None:
         """Open the inbox and read the declarative and saved lists.
@@ -97,11 +105,34 @@ class Subscriptions:
             self.deliverer = Deliverer(
                 self.inbox, app.deliver, ready=self.app_ready,
                 dead_letter=self.dead_letter, retry=retry.for_pubsub,
-                deliver_bulk=app.deliver_bulk,
+                deliver_bulk=app.deliver_bulk, concurrency=self.delivery_concurrency,
             )
         if self.active:
             log.info("subscribing from boot: %s",
                      ", ".join(f"{x.pubsub_name}/{x.topic}" for x in self.active))
+
+    def delivery_concurrency(self, sub: Subscription) -> int:
+        """Events of ``sub`` delivered at once: its pubsub's ``deliveryConcurrency`` (1, the
+        default, keeps order)."""
+        name = sub.pubsub_name
+        cached = self._concurrency.get(name)
+        if cached is not None:
+            return cached
+        comp = self.components.pubsubs.get(name)
+        if comp is None:
+            return 1  # not loaded (yet): ordered, and asked again next time
+        item = next((m for m in comp.loaded.manifest.metadata if m.name == CONCURRENCY_KEY),
+                    None)
+        value = 1
+        if item is not None:
+            text = (item.value or "").strip()
+            if text.isdigit() and int(text) >= 1:
+                value = int(text)
+            else:
+                log.warning("pubsub %s: %s must be an integer >= 1 (a plain value), not %r;"
+                            " delivering in order", name, CONCURRENCY_KEY, item.value)
+        self._concurrency[name] = value
+        return value
 
     def handler(self, sub: Subscription) -> Handler:
         """Commit a broker message to the inbox; only then may the broker get its ack."""

@@ -27,7 +27,8 @@ class Reply:
     body: bytes = b""
     content_type: str = "application/json"
     hang: bool = False  # never answer (for timeouts)
-    close: bool = False  # drop the connection without answering
+    close: bool = False  # drop the connection without answering (after ``raw``, if set)
+    raw: bytes | None = None  # these bytes instead of a formatted reply
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -46,6 +47,7 @@ class AppServer:
         self.port = port
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self.connections = 0  # accepted so far
 
     async def __aenter__(self) -> AppServer:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -66,6 +68,7 @@ class AppServer:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        self.connections += 1
         try:
             while True:
                 try:
@@ -84,6 +87,12 @@ class AppServer:
                     reply = await reply
                 if reply.hang:
                     await asyncio.Event().wait()
+                if reply.raw is not None:
+                    writer.write(reply.raw)
+                    await writer.drain()
+                    if reply.close:
+                        return
+                    continue
                 if reply.close:
                     return
                 try:
