@@ -244,6 +244,10 @@ async def test_stream_takes_over_from_the_app_while_open(
                 msg = await next_msg(sub)
                 assert msg.data() == {"to": "stream"}
                 await sdk(sub.respond_success, msg)
+                # The SDK sends the answer from its own thread: closing at once may end the
+                # stream before the answer is sent, and the event then goes to the app too
+                # (at least once). Wait until the sidecar took the answer.
+                await until(lambda: backlog_is(s, "mem|both", 0), "the answer to settle it")
             finally:
                 await sdk(sub.close)
             await until(lambda: no_streams(s), "the stream to end")
