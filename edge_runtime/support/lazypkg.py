@@ -51,6 +51,9 @@ def without_init(package: str, **early: str) -> ModuleType:
 
     setattr(pkg, "__getattr__", rest)  # noqa: B010 - PEP 562: the module's fallback
     sys.modules[package] = pkg
+    parent, _, child = package.rpartition(".")
+    if parent:  # as the import system does: the parent package names its submodule
+        setattr(sys.modules[parent], child, pkg)
     try:
         for name, where in early.items():
             module, attr = where.split(":")

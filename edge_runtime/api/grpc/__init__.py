@@ -3,10 +3,19 @@
 This package is the only place that imports ``grpc``, ``grpc_status``, ``google.protobuf``
 and the ``dapr`` SDK's generated stubs, so an HTTP-only device never loads them: the runtime
 imports it lazily when it opens the gRPC port.
+
+The ``dapr.proto`` package modules are made here, before any module of this package imports
+a message module, without running their ``__init__`` (which imports every Dapr API's
+messages): see :mod:`edge_runtime.api.grpc.service`.
 """
 
 from __future__ import annotations
 
-from edge_runtime.api.grpc.server import GrpcServer
+from edge_runtime.support.lazypkg import without_init
+
+for _pkg in ("dapr.proto", "dapr.proto.common.v1", "dapr.proto.runtime.v1"):
+    without_init(_pkg)
+
+from edge_runtime.api.grpc.server import GrpcServer  # noqa: E402 - after the packages
 
 __all__ = ["GrpcServer"]
