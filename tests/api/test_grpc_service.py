@@ -52,10 +52,14 @@ import edge_runtime.api.grpc
 loaded = sorted(m.rsplit(".", 1)[1] for m in sys.modules
                 if m.startswith("dapr.proto.") and m.endswith("_pb2"))
 print(" ".join(loaded))
+assert "importlib.metadata" not in sys.modules  # dapr's __init__ did not run
 # The packages stay whole for whoever asks (the SDK uses dapr.proto.api_v1).
 import dapr.proto
 assert dapr.proto.api_v1.TryLockRequest is not None
 from dapr.proto.runtime.v1 import DaprStub
+import dapr
+assert not hasattr(dapr, "no_such_name")  # any other name runs dapr's own __init__ first
+assert "importlib.metadata" in sys.modules
 """
 
 

@@ -4,7 +4,8 @@ The dapr wheel's ``dapr_pb2_grpc`` (``add_DaprServicer_to_server``, the default 
 imports ``dapr_pb2``, which imports the messages of every Dapr API: actors, workflows, jobs,
 crypto, AI, search, vectors ... and the package modules ``dapr.proto`` and
 ``dapr.proto.runtime.v1`` import all 42 modules as well. We serve nine of them, so the package
-modules are made without running their ``__init__`` (:mod:`edge_runtime.support.lazypkg`:
+modules (and ``dapr``'s, which scans the installed distributions for legacy extensions) are
+made without running their ``__init__`` (:mod:`edge_runtime.support.lazypkg`:
 anyone else in the process asking for the rest still gets it) and the handlers are built here
 from the message classes we serve: 1.4 MiB less RSS (docs/performance/footprint.md).
 
@@ -23,7 +24,7 @@ import grpc
 
 from edge_runtime.support.lazypkg import without_init
 
-for _pkg in ("dapr.proto", "dapr.proto.common.v1", "dapr.proto.runtime.v1"):
+for _pkg in ("dapr", "dapr.proto", "dapr.proto.common.v1", "dapr.proto.runtime.v1"):
     without_init(_pkg)
 
 # After the package modules are in place (the imports below would run their __init__ otherwise).
