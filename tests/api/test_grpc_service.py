@@ -70,3 +70,21 @@ def test_the_grpc_package_loads_only_the_messages_it_serves() -> None:
     assert out.stdout.split() == ["appcallback_pb2", "binding_pb2", "common_pb2",
                                   "configuration_pb2", "invoke_pb2", "metadata_pb2",
                                   "pubsub_pb2", "secret_pb2", "state_pb2"]
+
+
+APP_CHANNEL = """
+import sys
+from edge_runtime.support import daprproto
+daprproto.prepare()  # what `edge-runtime run --app-protocol grpc` does first
+import edge_runtime.appchannel.grpc
+loaded = sorted(m.rsplit(".", 1)[1] for m in sys.modules
+                if m.startswith("dapr.proto.") and m.endswith("_pb2"))
+print(" ".join(loaded))
+"""
+
+
+def test_the_grpc_app_channel_loads_only_its_messages() -> None:
+    out = subprocess.run([sys.executable, "-c", APP_CHANNEL], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["appcallback_pb2", "common_pb2"]

@@ -13,10 +13,9 @@ installed distribution), ``dapr.proto``'s import every Dapr API's messages (see
 
 from __future__ import annotations
 
-from edge_runtime.support.lazypkg import without_init
+from edge_runtime.support import daprproto
 
-for _pkg in ("dapr", "dapr.proto", "dapr.proto.common.v1", "dapr.proto.runtime.v1"):
-    without_init(_pkg)
+daprproto.prepare()
 
 from edge_runtime.api.grpc.server import GrpcServer  # noqa: E402 - after the packages
 

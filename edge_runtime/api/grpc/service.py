@@ -22,10 +22,9 @@ from typing import Any
 
 import grpc
 
-from edge_runtime.support.lazypkg import without_init
+from edge_runtime.support import daprproto
 
-for _pkg in ("dapr", "dapr.proto", "dapr.proto.common.v1", "dapr.proto.runtime.v1"):
-    without_init(_pkg)
+daprproto.prepare()
 
 # After the package modules are in place (the imports below would run their __init__ otherwise).
 from dapr.proto.common.v1 import common_pb2  # noqa: E402
