@@ -148,6 +148,8 @@ def main() -> None:
           f"{min(s[1] for s in samples) / 1024:.1f}/"
           f"{statistics.median(s[1] for s in samples) / 1024:.1f}/"
           f"{max(s[1] for s in samples) / 1024:.1f} MiB); {sent / pub_s:.0f} msg/s end to end")
+    print("  RSS samples (messages: MiB): " + ", ".join(
+        f"{n // 1000}k: {kib / 1024:.1f}" for n, kib in samples))
     print(f"  publish latency, empty outbox (baseline): p50 {pct(empty, 0.5):.2f} ms "
           f"p99 {pct(empty, 0.99):.2f} ms")
     print(f"  publish latency, {args.backlog}-row backlog: p50 {pct(full, 0.5):.2f} ms "

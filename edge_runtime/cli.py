@@ -229,6 +229,12 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(args)
     setup(settings.log_level, as_json=settings.log_as_json, app_id=settings.app_id)
+    if settings.app_protocol == "grpc":
+        # Before the gRPC app channel imports its messages, whichever of it and the gRPC API
+        # comes first: only the Dapr messages in use are loaded.
+        from edge_runtime.support import daprproto
+
+        daprproto.prepare()
     log = logging.getLogger("edge_runtime")
     # uvloop where it is installed (not on armv7: no wheel); EDGE_RUNTIME_LOOP=asyncio opts out.
     if os.environ.get("EDGE_RUNTIME_LOOP", "auto") != "asyncio":

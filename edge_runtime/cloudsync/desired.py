@@ -23,6 +23,7 @@ from typing import Any
 from edge_runtime.api.configuration import ConfigItem, Handler
 from edge_runtime.cloudsync.sources import decode_payload
 from edge_runtime.support.sqlitedb import Database, Durability, Migration, get_meta, set_meta
+from edge_runtime.support.sqlmarks import in_list
 
 __all__ = ["DesiredEntry", "DesiredStore", "item_of"]
 
@@ -138,10 +139,10 @@ class DesiredStore:
         left out."""
         def read(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             if keys:
-                marks = ",".join("?" * len(keys))
+                marks, params = in_list(keys)
                 return list(conn.execute(
                     f"SELECT key, value, hlc FROM desired WHERE deleted = 0 AND key IN ({marks})",
-                    list(keys)))
+                    params))
             return list(conn.execute("SELECT key, value, hlc FROM desired WHERE deleted = 0"))
 
         rows = await self.db.read(read)

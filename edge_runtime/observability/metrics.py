@@ -2,11 +2,28 @@
 
 Counters exist for every drop, retry, reconnect and quarantine (DESIGN.md §5). Modules import
 the metric they update from here, so the full list lives in one place.
+
+Only prometheus_client's core is imported (its registry and metric types, not the package's
+``__init__``, which also imports the exposition module's HTTP servers, push gateway client and
+WSGI/ASGI apps: ~1 MiB of RSS, docs/performance/footprint.md). We serve ``/metrics`` ourselves,
+so :func:`render` writes the text format (0.0.4) itself; tests/unit/test_metrics_render.py
+holds it byte for byte to prometheus_client's ``generate_latest``.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable
+from typing import cast
+
+from edge_runtime.support.lazypkg import without_init
+
+without_init("prometheus_client")
+from prometheus_client.metrics import Counter, Gauge, Histogram  # noqa: E402 - after the package
+from prometheus_client.registry import CollectorRegistry  # noqa: E402 - ditto
+from prometheus_client.samples import Sample  # noqa: E402 - ditto
+from prometheus_client.utils import floatToGoString  # noqa: E402 - ditto
+
+_float_text = cast("Callable[[float], str]", floatToGoString)  # untyped in the library
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -106,9 +123,48 @@ OUTBOX_REJECTED = Counter(
 UP = Gauge("edge_runtime_up", "1 while the sidecar serves its API.", registry=REGISTRY)
 
 
-def render() -> bytes:
-    """The registry in the Prometheus text format."""
-    return generate_latest(REGISTRY)
+def render(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """The registry in the Prometheus text format, version 0.0.4: what prometheus_client's
+    ``generate_latest(registry)`` writes for it (metric and label names are all legacy
+    Prometheus names here, so none needs quoting)."""
+    out: list[str] = []
+    for metric in registry.collect():
+        name, kind = metric.name, metric.type
+        if kind == "counter":
+            name += "_total"
+        elif kind == "info":
+            name, kind = name + "_info", "gauge"
+        kind = _TEXT_TYPES.get(kind, kind)
+        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+        # OpenMetrics-only samples (``_created``) go last, as gauges of their own.
+        extra: dict[str, list[str]] = {}
+        for sample in metric.samples:
+            for suffix in ("_created", "_gsum", "_gcount"):
+                if sample.name == metric.name + suffix:
+                    extra.setdefault(suffix, []).append(_sample_line(sample))
+                    break
+            else:
+                out.append(_sample_line(sample))
+        for suffix, lines in sorted(extra.items()):
+            out.append(f"# HELP {metric.name}{suffix} {doc}\n"
+                       f"# TYPE {metric.name}{suffix} gauge\n")
+            out.extend(lines)
+    return "".join(out).encode()
+
+
+# OpenMetrics types the 0.0.4 text format writes as another.
+_TEXT_TYPES = {"stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}
+
+
+def _sample_line(s: Sample) -> str:
+    labels = ""
+    if s.labels:
+        labels = "{" + ",".join(
+            '{}="{}"'.format(k, v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"'))
+            for k, v in sorted(s.labels.items())) + "}"
+    stamp = "" if s.timestamp is None else f" {int(float(s.timestamp) * 1000):d}"
+    return f"{s.name}{labels} {_float_text(s.value)}{stamp}\n"
 
 # --- MQTT pub/sub (edge_runtime.pubsub.mqtt); ``component`` is the component name -----------
 MQTT_CONNECTED = Gauge(

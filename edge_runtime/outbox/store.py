@@ -35,6 +35,7 @@ from typing import Literal
 from edge_runtime.observability.metrics import OUTBOX_APPENDED, OUTBOX_DROPPED
 from edge_runtime.support.bootid import read_boot_id
 from edge_runtime.support.sqlitedb import Database, Migration, get_meta, set_meta
+from edge_runtime.support.sqlmarks import in_list
 
 log = logging.getLogger(__name__)
 
@@ -324,9 +325,9 @@ class Outbox:
             n = size = 0
             for i in range(0, len(seqs), 500):
                 chunk = seqs[i:i + 500]
-                marks = ",".join("?" * len(chunk))
+                marks, params = in_list(chunk)
                 for (s,) in conn.execute(
-                    f'DELETE FROM "{self.table}" WHERE seq IN ({marks}) RETURNING size', chunk
+                    f'DELETE FROM "{self.table}" WHERE seq IN ({marks}) RETURNING size', params
                 ):
                     n, size = n + 1, size + s
             return n, size

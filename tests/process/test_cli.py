@@ -372,10 +372,13 @@ def test_outbox_command_shows_the_backlog(tmp_path: Path) -> None:
 # Never imported by the lean profile (docs/performance/footprint.md has what each one costs):
 # gRPC and the Dapr stubs, the app channel's HTTP client (made on the first call to an app),
 # cloud sync's CBOR, uvicorn's WebSocket protocols and command line (click, multiprocessing),
-# the GPIO/serial/mDNS libraries.
+# the GPIO/serial/mDNS libraries, prometheus_client's exposition module (its HTTP servers and
+# push client: we render /metrics ourselves), decimal (one config value format) and
+# importlib.resources (the OpenAPI document), imported where used.
 LEAN_NEVER = (
     "grpc", "dapr", "google.protobuf", "httpx", "cbor2", "wsproto", "websockets", "gpiod",
     "serial", "zeroconf", "click", "multiprocessing", "uvicorn.main", "uvicorn.supervisors",
+    "prometheus_client.exposition", "http.server", "wsgiref", "decimal", "importlib.resources",
     "edge_runtime.api.grpc", "edge_runtime.cloudsync.client",
     "edge_runtime.runtime.cloud", "edge_runtime.bindings.gpio", "edge_runtime.bindings.serial",
 )

@@ -3,9 +3,9 @@
 Only translation lives here; validation, key prefixing and error classification are in
 :mod:`edge_runtime.api.universal` and :mod:`edge_runtime.api.publishing`. Bulk publish and
 streaming subscriptions come from :mod:`~edge_runtime.api.grpc.pubsub`, bulk delete, query
-and secrets from :mod:`~edge_runtime.api.grpc.state_secrets`. RPCs not overridden
-keep the generated default, which answers UNIMPLEMENTED (the SDK's bulk-publish fallback
-relies on that).
+and secrets from :mod:`~edge_runtime.api.grpc.state_secrets`. The methods served are those of
+:data:`edge_runtime.api.grpc.service.SERVED`; the others answer UNIMPLEMENTED, as the generated
+default servicer does (the SDK's bulk-publish fallback relies on that).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from dapr.proto.runtime.v1 import binding_pb2, dapr_pb2_grpc, metadata_pb2, state_pb2
+from dapr.proto.runtime.v1 import binding_pb2, metadata_pb2, state_pb2
 from google.protobuf import empty_pb2
 
 from edge_runtime import errors as E
@@ -140,7 +140,7 @@ def metadata_response(doc: Mapping[str, Any]) -> Any:
     )
 
 
-class DaprServicer(PubSubRpcs, StateSecretRpcs, dapr_pb2_grpc.DaprServicer):
+class DaprServicer(PubSubRpcs, StateSecretRpcs):
     """The implemented slice of the Dapr service."""
 
     def __init__(

@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from dapr.proto.runtime.v1 import dapr_pb2_grpc
 
 from edge_runtime import errors as E
 from edge_runtime.api.configuration import Configurations
@@ -16,6 +15,7 @@ from edge_runtime.api.grpc.dapr import DaprServicer
 from edge_runtime.api.grpc.errors import abort
 from edge_runtime.api.grpc.guard import DecodeGuard
 from edge_runtime.api.grpc.metrics import MetricsInterceptor
+from edge_runtime.api.grpc.service import add_to_server
 from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import Universal
@@ -116,7 +116,7 @@ class GrpcServer:
         if self._max_message_size:
             options.append(("grpc.max_receive_message_length", self._max_message_size))
         server = grpc.aio.server(interceptors=interceptors, options=options)
-        dapr_pb2_grpc.add_DaprServicer_to_server(self._servicer, server)  # type: ignore[no-untyped-call]
+        add_to_server(self._servicer, server)
         address = f"{self._host}:{self._requested_port}"
         port = bind(server, address)
         await server.start()

@@ -33,6 +33,7 @@ from edge_runtime.state import (
 )
 from edge_runtime.state._common import expire_at, has_etag, new_etag
 from edge_runtime.support.sqlitedb import Database, DBError, get_meta, set_meta
+from edge_runtime.support.sqlmarks import in_list
 
 __all__ = ["StateDB"]
 
@@ -105,8 +106,10 @@ class StateDB:
             conn.execute("BEGIN")
             for i in range(0, len(unique), _IN_CHUNK):
                 chunk = unique[i:i + _IN_CHUNK]
-                sql = f"{self._sql_get}({','.join('?' * len(chunk))})"
-                for key, value, is_binary, etag, exp in conn.execute(sql, chunk):
+                marks, params = in_list(chunk)
+                for key, value, is_binary, etag, exp in conn.execute(
+                    f"{self._sql_get}({marks})", params
+                ):
                     if exp is None or exp > now:
                         out[key] = GetResponse(bytes(value), etag, bool(is_binary), _utc(exp))
             conn.execute("COMMIT")

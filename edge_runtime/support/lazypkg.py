@@ -1,0 +1,64 @@
+"""Import a package's submodules without running the package's ``__init__``.
+
+Some libraries' ``__init__`` imports everything they offer, while the sidecar uses one corner:
+``prometheus_client/__init__`` imports its exposition module (``http.server``, ``wsgiref``,
+``urllib.request``, ``gzip``: ~1 MiB of RSS) to serve metrics, which we serve ourselves;
+:func:`without_init` puts the package module in ``sys.modules`` unexecuted, so its submodules
+import as usual, and gives it a PEP 562 ``__getattr__``: a submodule asked for by name is
+imported (that is also how ``from . import values`` inside the package finds it), anything else
+(``prometheus_client.generate_latest``, ``__version__``) runs the real ``__init__`` first.
+Whatever else runs in the process sees the package it expects; it only pays for the rest when
+it asks. Not for a package whose ``__init__`` binds a submodule's name to something else
+(``uvicorn.main`` is a module and, after uvicorn's ``__init__``, a function: see
+``api/http/server.py`` for uvicorn's variant).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from types import ModuleType
+from typing import Any
+
+
+def without_init(package: str, **early: str) -> ModuleType:
+    """The package module of ``package``, made without running its ``__init__`` if nothing
+    has imported it yet (else the module already there).
+
+    ``early`` maps names the package's own submodules take from the package (``from uvicorn
+    import Config``) to ``"submodule:attribute"``; they are set on it before anything else.
+    """
+    if package in sys.modules:
+        return sys.modules[package]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        raise ImportError(f"{package} is not an installed package")
+    pkg = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    done = False
+
+    def rest(name: str) -> Any:
+        nonlocal done
+        if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}"):
+            return importlib.import_module(f"{package}.{name}")
+        if not done:
+            done = True
+            loader.exec_module(pkg)
+            if name in pkg.__dict__:
+                return pkg.__dict__[name]
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    setattr(pkg, "__getattr__", rest)  # noqa: B010 - PEP 562: the module's fallback
+    sys.modules[package] = pkg
+    parent, _, child = package.rpartition(".")
+    if parent:  # as the import system does: the parent package names its submodule
+        setattr(sys.modules[parent], child, pkg)
+    try:
+        for name, where in early.items():
+            module, attr = where.split(":")
+            setattr(pkg, name, getattr(importlib.import_module(f"{package}.{module}"), attr))
+    except BaseException:
+        del sys.modules[package]
+        raise
+    return pkg
