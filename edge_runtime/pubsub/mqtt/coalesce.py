@@ -59,6 +59,7 @@ class CoalescingClient(paho.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
         self._wbuf = bytearray()
+        self._retry = 0  # bytes of the last send that would have blocked: sent again as they were
         self._gathering = False
 
     def buffered(self) -> int:
@@ -103,9 +104,13 @@ class CoalescingClient(paho.Client):
         return rc
 
     def _flush(self) -> MQTTErrorCode:
+        # TLS wants a write that would have blocked repeated with the same bytes, so the
+        # bytes gathered since wait for the next send.
+        size = self._retry or len(self._wbuf)
         try:
-            sent = super()._sock_send(self._wbuf)
+            sent = super()._sock_send(bytes(self._wbuf[:size]))
         except BlockingIOError:
+            self._retry = size
             return MQTTErrorCode.MQTT_ERR_AGAIN
         except (AttributeError, ValueError, ConnectionError) as err:
             if self._sock is None:
@@ -115,6 +120,7 @@ class CoalescingClient(paho.Client):
         except OSError as err:
             self._easy_log(paho.MQTT_LOG_ERR, "failed to send on socket: %s", err)
             return MQTTErrorCode.MQTT_ERR_CONN_LOST
+        self._retry = 0
         del self._wbuf[:sent]
         return MQTTErrorCode.MQTT_ERR_AGAIN if self._wbuf else MQTTErrorCode.MQTT_ERR_SUCCESS
 
@@ -128,6 +134,7 @@ class CoalescingClient(paho.Client):
                     sock.send(bytes(self._wbuf))
         self._wbuf.clear()
         self._rbuf.clear()
+        self._retry = 0
         super()._sock_close()
 
     def _handle_pubackcomp(self, cmd: Literal["PUBACK", "PUBCOMP"]) -> MQTTErrorCode:
