@@ -178,12 +178,13 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], key: str = "") -> str:
 
 
 async def publish_at(port: int, topic: str, rate: float, seconds: float,
-                     size: int = 200) -> tuple[int, list[int]]:
+                     size: int = 200, conns: int = 32) -> tuple[int, list[int]]:
     """POST ``rate`` events/s for ``seconds`` (each ``{"t": monotonic, "pad": ...}``, about
-    ``size`` bytes); (events sent, statuses other than 204)."""
+    ``size`` bytes) over ``conns`` connections, so at most ``conns`` publishes wait at once
+    (and share a commit); (events sent, statuses other than 204)."""
     n = int(rate * seconds)
     bad: list[int] = []
-    async with Poster("127.0.0.1", port, f"/v1.0/publish/mqtt/{topic}", conns=32) as post:
+    async with Poster("127.0.0.1", port, f"/v1.0/publish/mqtt/{topic}", conns=conns) as post:
         async def one(body: bytes) -> None:
             status = await post.post(body)
             if status != 204:

@@ -56,6 +56,7 @@ class BulkEntry:
     event: bytes
     content_type: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    json_checked: bool = False  # ``event`` is JSON we serialised ourselves: no need to parse it
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class Publisher:
 
     def _item(
         self, name: str, topic: str, data: bytes, content_type: str, metadata: Mapping[str, str],
-        trace: Trace = NO_TRACE,
+        trace: Trace = NO_TRACE, json_checked: bool = False,
     ) -> Item:
         try:
             options = cloudevents.options_from_metadata(metadata)
@@ -135,6 +136,7 @@ class Publisher:
                 options=options,
                 traceparent=trace.traceparent,
                 tracestate=trace.tracestate,
+                json_checked=json_checked,
             )
         except cloudevents.EnvelopeError as exc:
             raise APIError(
@@ -146,7 +148,7 @@ class Publisher:
             k: v
             for k, v in metadata.items()
             if k.lower() not in _RUNTIME_KEYS and not k.lower().startswith("cloudevent.")
-        }
+        } if metadata else {}
         if options.raw_payload:
             fields = {"traceid": trace.traceparent, "tracestate": trace.tracestate}
             passthrough.update({k: v for k, v in fields.items() if v})
@@ -198,7 +200,9 @@ class Publisher:
         if any(not i for i in ids) or len(set(ids)) != len(ids):
             raise APIError(E.PUBSUB_EVENTS_SER, "every entry needs a unique, non-empty entryId")
         items = [
-            self._item(pubsub, topic, e.event, e.content_type, {**metadata, **e.metadata}, trace)
+            self._item(pubsub, topic, e.event, e.content_type,
+                       {**metadata, **e.metadata} if e.metadata else metadata, trace,
+                       e.json_checked)
             for e in entries
         ]
         if not items:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -178,11 +180,11 @@ async def test_append_cost_does_not_grow_with_the_backlog(db: Database) -> None:
         return time.perf_counter() - start
 
     empty = await timed()
-    await db.write(
+    await db.write(  # below the outbox's own sequence numbers, which go on from where they are
         lambda c: c.executemany(
-            f'INSERT INTO "{box.table}"(topic, payload, metadata, size, created_at) '
-            "VALUES ('t', x'00', '{}', 65, 0)",
-            [()] * 100_000,
+            f'INSERT INTO "{box.table}"(seq, topic, payload, metadata, size, created_at) '
+            "VALUES (?, 't', x'00', '{}', 65, 0)",
+            [(-i,) for i in range(1, 100_001)],
         )
     )
     box.count += 100_000
@@ -300,3 +302,158 @@ async def test_a_tee_commits_as_durably_as_its_strictest_outbox(db: Database) ->
     await loose.append([Item("t", b"a")])
     assert seen == [2]  # FULL: the copy's outbox asks for an fsync
     assert [r.payload for r in await strict.claim(0, 10)] == [b"a"]
+
+
+def _wal_frames(db: Database) -> int:
+    assert db.path is not None
+    wal = db.path.with_name(db.path.name + "-wal")
+    size = wal.stat().st_size if wal.exists() else 0
+    return max(0, size - 32) // (4096 + 24)
+
+
+async def test_an_append_commit_rewrites_only_the_page_it_adds_to(db: Database) -> None:
+    """Flash wear: an append whose row fits the table's last page commits that one page (no
+    ``sqlite_sequence`` page, as AUTOINCREMENT rewrote in every commit)."""
+    box = await make(db)
+    await box.append([Item("t", b"x" * 100)])  # the first page and the id reservation
+    for _ in range(5):
+        before = _wal_frames(db)
+        await box.append([Item("t", b"x" * 100)])
+        assert _wal_frames(db) - before == 1
+
+
+async def test_sequence_numbers_are_never_reused(tmp_path: Path) -> None:
+    """Not after the table emptied (the relay's cursor is in memory) and not after a restart
+    with every row deleted (the cloud relay's cursor on the far side counts on it)."""
+    first = open_database(tmp_path / "o.db")
+    await first.open()
+    box = await make(first)
+    a = await box.append([Item("t", b"1"), Item("t", b"2")])
+    await box.ack(await box.claim(0, 10))
+    b = await box.append([Item("t", b"3")])
+    assert b[0] > a[-1]
+    await box.ack(await box.claim(0, 10))
+    await first.close()
+    again = open_database(tmp_path / "o.db")
+    await again.open()
+    try:
+        box = await make(again)
+        c = await box.append([Item("t", b"4")])
+        assert c[0] > b[0]
+    finally:
+        await again.close()
+
+
+async def test_sequence_numbers_go_on_above_a_table_made_with_autoincrement(
+    tmp_path: Path,
+) -> None:
+    """A table of an older version (AUTOINCREMENT, emptied): new rows go on above
+    ``sqlite_sequence``."""
+    db = open_database(tmp_path / "o.db")
+    await db.open()
+    try:
+        table = store.table_name("pubsub:test")
+        await db.write(lambda c: c.execute(
+            f'CREATE TABLE "{table}" (seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL,'
+            " payload BLOB NOT NULL, metadata TEXT NOT NULL, size INTEGER NOT NULL,"
+            " created_at REAL NOT NULL, ttl_s REAL, boot_id TEXT, deadline REAL)"))
+        await db.write(lambda c: c.execute(
+            f"INSERT INTO \"{table}\"(seq, topic, payload, metadata, size, created_at)"
+            " VALUES (70, 't', x'00', '{}', 65, 0)"))
+        await db.write(lambda c: c.execute(f'DELETE FROM "{table}"'))
+        box = await make(db)
+        assert (await box.append([Item("t", b"x")]))[0] > 70
+    finally:
+        await db.close()
+
+
+async def test_relay_deletes_in_batches_not_per_message(db: Database) -> None:
+    """Messages trickling in one at a time (the relay idle in between) are deleted by one
+    commit per ``ack_delay_s``, not one each."""
+    box = await make(db)
+    deletes: list[int] = []
+    real_ack = box.ack
+
+    async def ack(rows):  # type: ignore[no-untyped-def]
+        deletes.append(len(rows))
+        return await real_ack(rows)
+
+    box.ack = ack  # type: ignore[method-assign]
+    send = FlakySend()
+    relay = Relay(box, send, send.wait_ready, window=4, retry_delay_s=0.01)
+    relay.start()
+    try:
+        for i in range(20):
+            await box.append([Item("t", str(i).encode())])
+            await wait_for(lambda n=i + 1: len(send.sent) == n)  # type: ignore[misc]
+        await wait_for(lambda: box.count == 0)
+        assert sum(deletes) == 20
+        assert len(deletes) <= 3, deletes
+    finally:
+        await relay.stop()
+
+
+_KILLED_RELAY = """
+import asyncio, os, sys
+from pathlib import Path
+from edge_runtime.outbox.relay import Relay
+from edge_runtime.outbox.store import Item, Outbox, open_database
+
+async def main() -> None:
+    db = open_database(Path(sys.argv[1]))
+    await db.open()
+    box = Outbox(db, "pubsub:test")
+    await box.open()
+    out = open(sys.argv[2], "a")
+    async def send(row):
+        out.write(row.payload.decode() + "\\n")
+        out.flush()
+        os.fsync(out.fileno())
+    async def ready():
+        return None
+    relay = Relay(box, send, ready, window=8, ack_delay_s=60.0)
+    relay.start()
+    await box.append([Item("t", str(i).encode()) for i in range(int(sys.argv[3]))])
+    while box.count:  # delivered, deletes still waiting: say so and wait for the kill
+        if len(Path(sys.argv[2]).read_text().split()) >= int(sys.argv[3]):
+            print("delivered", flush=True)
+        await asyncio.sleep(0.05)
+
+asyncio.run(main())
+"""
+
+
+async def test_relay_killed_with_deletes_pending_resends_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """kill -9 while delivered rows wait for their batched delete: after a restart they are
+    sent again (duplicates), and nothing is lost."""
+    path, sent, n = tmp_path / "o.db", tmp_path / "sent.txt", 60
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLED_RELAY, str(path), str(sent), str(n),
+        stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line.strip() == b"delivered"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    first = sent.read_text().split()
+    assert sorted(map(int, first)) == list(range(n))
+    db = open_database(path)
+    await db.open()
+    try:
+        box = await make(db)
+        assert box.count == n  # the deletes were lost with the process
+        send = FlakySend()
+        relay = Relay(box, send, send.wait_ready, retry_delay_s=0.01)
+        relay.start()
+        try:
+            await wait_for(lambda: len(send.sent) == n)
+            assert send.sent == [str(i).encode() for i in range(n)]  # again, in order
+        finally:
+            await relay.stop()
+        assert box.count == 0
+    finally:
+        await db.close()

@@ -28,8 +28,10 @@ def _bulk_entries(body: Any) -> list[BulkEntry]:
             event = decode_bulk_event(raw.get("event"), content_type)
         except ValueError as exc:
             raise APIError(E.PUBSUB_EVENTS_SER, f"entry {entry_id}: {exc}") from None
+        base = content_type.split(";", 1)[0].strip().lower()
         entries.append(
-            BulkEntry(entry_id, event, content_type, {str(k): str(v) for k, v in metadata.items()})
+            BulkEntry(entry_id, event, content_type, {str(k): str(v) for k, v in metadata.items()},
+                      json_checked=base == "application/json")  # decode_bulk_event dumped it
         )
     return entries
 

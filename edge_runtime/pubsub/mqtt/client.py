@@ -54,6 +54,7 @@ from edge_runtime.pubsub import NotConnectedError, PublishError, PubSubError
 from edge_runtime.pubsub.mqtt import topics
 from edge_runtime.pubsub.mqtt.acks import AckWaiters
 from edge_runtime.pubsub.mqtt.backoff import Backoff
+from edge_runtime.pubsub.mqtt.coalesce import CoalescingClient
 from edge_runtime.pubsub.mqtt.loopio import SocketDriver
 from edge_runtime.pubsub.mqtt.model import ClientOptions, ConnectFailedError, Incoming
 from edge_runtime.pubsub.mqtt.subscriptions import SubscriptionTable
@@ -122,9 +123,9 @@ class MqttClient:
         self._paho.on_socket_register_write = self._io.on_register_write
         self._paho.on_socket_unregister_write = self._io.on_unregister_write
 
-    def _make_paho(self) -> paho.Client:
+    def _make_paho(self) -> CoalescingClient:
         o = self.options
-        client = paho.Client(
+        client = CoalescingClient(
             CallbackAPIVersion.VERSION2,
             client_id=o.client_id,
             clean_session=None if o.mqtt5 else o.clean_session,

@@ -35,6 +35,7 @@ class PahoIO(Protocol):
     def loop_misc(self) -> int: ...
     def socket(self) -> Any: ...
     def want_write(self) -> bool: ...
+    def buffered(self) -> int: ...
 
 
 class SocketDriver:
@@ -145,8 +146,11 @@ class SocketDriver:
         try:
             rc = self._io.loop_read()
             sock = self._io.socket()
-            # TLS may hold decrypted bytes that the fd no longer signals: drain them now.
-            while rc == _SUCCESS and isinstance(sock, ssl.SSLSocket) and sock.pending() > 0:
+            # Bytes already received (paho's read buffer, or TLS's decrypted ones) are not
+            # signalled by the fd again: drain them now.
+            while rc == _SUCCESS and sock is not None and (
+                    self._io.buffered() > 0
+                    or (isinstance(sock, ssl.SSLSocket) and sock.pending() > 0)):
                 rc = self._io.loop_read()
                 sock = self._io.socket()
         except Exception:
