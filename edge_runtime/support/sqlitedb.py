@@ -57,7 +57,9 @@ class Database:
     metrics and logs. ``schema`` names the ``_meta`` key of the schema version when several
     components share a file. ``quarantine_dir`` defaults to ``<path's folder>/quarantine``.
     ``commit_window_ms`` > 0 makes the writer wait that long for more work before committing.
-    ``disk_budget`` is checked before each unit of work that declares a size.
+    ``disk_budget`` is checked before each unit of work that declares a size. ``page_size``
+    sets the page size of a new file (an existing one keeps its own); ``wal_autocheckpoint``
+    the WAL pages between automatic checkpoints (0 for both: SQLite's defaults).
     """
 
     def __init__(
@@ -75,6 +77,8 @@ class Database:
         immutable: bool = False,
         schema: str = "",
         disk_budget: DiskBudget | None = None,
+        page_size: int = 0,
+        wal_autocheckpoint: int = 0,
     ) -> None:
         versions = [m.version for m in migrations]
         if versions != sorted(set(versions)) or any(v < 1 for v in versions):
@@ -91,6 +95,8 @@ class Database:
             read_only=read_only,
             immutable=immutable,
             schema_key=f"schema_version:{schema}" if schema else "schema_version",
+            page_size=page_size,
+            wal_autocheckpoint=wal_autocheckpoint,
         )
         self.name = name
         self.path = path
