@@ -319,7 +319,7 @@ class Inbox:
                 INBOX_DUPLICATES.labels(subscription=sub_key).inc()
                 return False
         try:
-            done = self.db.writer.submit(unit, size)
+            done = self.db.submit(unit, size=size)
         except DBError as exc:
             raise InboxError(f"inbox: add failed: {exc}") from exc
         if key is not None:

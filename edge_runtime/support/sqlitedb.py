@@ -175,9 +175,17 @@ class Database:
         durability for this unit (``False``: no fsync needed, e.g. deletes whose loss only
         means a resend). See :mod:`edge_runtime.support.sqlitewriter`.
         """
+        return await self.submit(fn, size=size, durable=durable)
+
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, size: int = 0,
+        durable: bool | None = None,
+    ) -> asyncio.Future[T]:
+        """:meth:`write` as a future, queued now (in order with other calls); for a caller
+        that must learn the outcome even if it is cancelled while waiting."""
         writer = self.writer
         self._submit_soon()
-        return await writer.submit(fn, size, durable)
+        return writer.submit(fn, size, durable)
 
     def write_soon(
         self, fn: Callable[[sqlite3.Connection], T], *, linger_s: float

@@ -95,3 +95,16 @@ async def test_page_size_for_new_files_only(tmp_path: Path) -> None:
         await reopened.write(insert("y"))
     finally:
         await reopened.close()
+
+
+async def test_submit_carries_what_waits(tmp_path: Path) -> None:
+    db = Database(tmp_path / "t.db", name="soon.db", migrations=SCHEMA)
+    await db.open()
+    try:
+        soon = db.write_soon(insert("a"), linger_s=30)
+        commits = db.writer.commits
+        assert await db.submit(insert("b")) == 1
+        assert await soon == 1
+        assert db.writer.commits == commits + 1
+    finally:
+        await db.close()
