@@ -14,8 +14,9 @@ same run: the first mode and window given (by default full, 0: no extra wait, th
 default).
 Each window runs ``--repeat`` times; figures are min/median/max.
 
-``--trees A,B`` runs the sidecars from other source trees too (each is put first on the
-sidecars' ``PYTHONPATH``, e.g. an unpacked ``git archive`` of ``main``), interleaved with the
+``--trees A,B`` runs the sidecars from other source trees too (each is the sidecars' working
+directory and first on their ``PYTHONPATH``, e.g. an unpacked ``git archive`` of ``main``;
+``python -m`` imports from the working directory first), interleaved with the
 same windows, so a change is compared against its baseline in one invocation on a loaded
 machine; the first tree is then the baseline of the ratio column.
 """
@@ -67,6 +68,8 @@ def one_run(work: Path, broker: Mosquitto, window: float, rate: float, seconds: 
         oc1, ic1 = pair.commits("pub", "outbox"), pair.commits("sub", "inbox")
         arrived = n - cast(int, before["n"])
         if verbose:
+            print(f"    window {window:g}: inbox.db pages of {_page_size(pair, 'sub')} bytes,"
+                  f" {os.getcwd()}")
             print(f"    window {window:g}: outbox {oc1[0] - oc0[0]:.0f} commits of "
                   f"{oc1[1] - oc0[1]:.0f} units, inbox {ic1[0] - ic0[0]:.0f} commits of "
                   f"{ic1[1] - ic0[1]:.0f} units, for {arrived} messages")
@@ -75,6 +78,17 @@ def one_run(work: Path, broker: Mosquitto, window: float, rate: float, seconds: 
     per = max(sent, 1)
     return ((pub1 - pub0) / per, (sub1 - sub0) / per, pct(lat, 0.5), pct(lat, 0.99),
             arrived, sent)
+
+
+def _page_size(pair: Pair, side: str) -> int:
+    """The page size of ``side``'s inbox.db, from its header (0 if unknown)."""
+    try:
+        with open(pair.data_dirs[side] / "inbox.db", "rb") as f:
+            head = f.read(18)
+    except OSError:
+        return 0
+    size = int.from_bytes(head[16:18], "big") if len(head) == 18 else 0
+    return 65536 if size == 1 else size
 
 
 def settle(pair: Pair, at_least: int) -> dict[str, object]:
@@ -159,13 +173,16 @@ def _tag(tree: str, trees: list[str]) -> str:
 
 @contextlib.contextmanager
 def _sidecar_tree(tree: str) -> Iterator[None]:
-    """Sidecars started inside run from ``tree`` (first on ``PYTHONPATH``; "": unchanged)."""
-    old = os.environ.get("PYTHONPATH")
+    """Sidecars started inside run from ``tree``: their working directory (``python -m``
+    imports from it first) and first on ``PYTHONPATH`` ("": unchanged)."""
+    old, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
     if tree:
         os.environ["PYTHONPATH"] = os.pathsep.join([tree, *([old] if old else [])])
+        os.chdir(tree)
     try:
         yield
     finally:
+        os.chdir(cwd)
         if old is None:
             os.environ.pop("PYTHONPATH", None)
         else:
