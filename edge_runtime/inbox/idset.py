@@ -2,10 +2,11 @@
 
 Each id is kept as a 12-byte BLAKE2b digest of ``sub_key`` and ``event_id`` in one
 ``bytearray``: an open-addressing table with linear probing, at most 80 % full, so an id costs
-15-30 bytes (the table doubles when it would pass 80 % and halves below 20 %), against ~130
-for a Python ``set`` of the id strings. Two different ids share a digest with probability
-2**-96 per pair: with 100,000 ids remembered, about 1e-24 per arriving event that a new event
-would be taken for a duplicate, far below any hardware error rate.
+15-60 bytes (the table doubles when it would pass 80 % and halves below 20 %; 100,000 ids take
+1.5 MiB, 110,000 take 3 MiB), against ~130 for a Python ``set`` of the id strings. Two
+different ids share a digest with probability 2**-96 per pair: with 100,000 ids remembered,
+about 1e-24 per arriving event that a new event would be taken for a duplicate, far below any
+hardware error rate.
 
 Removal shifts the following entries of its cluster back (no tombstones), so a table that
 forgets as many ids as it learns (the dedup window at its bound) never needs rebuilding.

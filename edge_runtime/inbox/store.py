@@ -11,10 +11,10 @@ subscription passes ``seen_max`` by a tenth, at once (so the memory they take is
 Events without an id (raw payloads) are at-least-once.
 
 Flash wear (docs/performance.md, the commit window): ids are appended to ``seen_log`` in
-arrival order and looked up in memory (:class:`~edge_runtime.inbox.idset.IdSet`, 15-30 bytes
-per id, rebuilt from the log at open), and the backlog counts live in memory, so an arrival
-changes only the last pages of ``messages``, of its index and of the log. New files use 1 KiB
-pages.
+arrival order and looked up in memory (:class:`~edge_runtime.inbox.idset.IdSet`, 15-60 bytes
+per id, ~3 MiB at the default bound, rebuilt from the log at open), and the backlog counts
+live in memory, so an arrival changes only the last pages of ``messages``, of its index and of
+the log. New files use 2 KiB pages.
 
 Back-pressure: when the backlog (all subscriptions) would pass ``max_messages`` or
 ``max_bytes``, ``add`` raises :class:`InboxFullError` and stores nothing: the broker keeps the
@@ -77,8 +77,9 @@ _PRUNE_CHUNK = 2000  # seen ids deleted per unit, so writers interleave with a b
 _RECLAIM_MIN_BYTES = 1 << 20  # free space worth giving back once the backlog drained
 # Page size of a new inbox.db: each commit appends every page it changed to the WAL, and an
 # arrival changes ~3 (the ends of messages, of its index and of seen_log), so smaller pages
-# write fewer bytes per commit (docs/performance.md). Existing files keep theirs.
-PAGE_SIZE = 1024
+# write fewer bytes per commit; below 2 KiB a page holds a single ~600-byte event and the
+# deletes free a page each (measured, docs/performance.md). Existing files keep theirs.
+PAGE_SIZE = 2048
 # Pages of WAL between automatic checkpoints (SQLite's default is 1000). Each checkpoint
 # writes every page changed since the last one to the file again.
 WAL_AUTOCHECKPOINT = 1000

@@ -36,7 +36,7 @@ def _truncate_wal(path: Path) -> None:
 async def test_an_arrival_appends_few_bytes_to_the_wal(open_inbox: OpenInbox) -> None:
     """Each commit appends every page it changed to the WAL: ids in a b-tree keyed by a random
     id changed a page of their own per event (4 KiB each); appended in arrival order, with
-    the backlog counts in memory and 1 KiB pages, 20 events share a few pages."""
+    the backlog counts in memory and 2 KiB pages, 20 events share a few pages."""
     inbox = await open_inbox()
     for b in range(30):  # 3,000 ids remembered, as after a few seconds at 1,000 msg/s
         await asyncio.gather(*(inbox.add("p|t", received(b"x" * 200), f"warm-{b}-{i}")
@@ -58,7 +58,7 @@ async def test_an_arrival_appends_few_bytes_to_the_wal(open_inbox: OpenInbox) ->
 async def test_a_new_file_gets_small_pages(open_inbox: OpenInbox) -> None:
     inbox = await open_inbox()
     size = await inbox.db.read(lambda c: int(c.execute("PRAGMA page_size").fetchone()[0]))
-    assert size == PAGE_SIZE == 1024
+    assert size == PAGE_SIZE == 2048
 
 
 async def test_dedup_survives_prune_and_restart(open_inbox: OpenInbox) -> None:
