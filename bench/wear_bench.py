@@ -13,16 +13,24 @@ Latency (p50/p99) is publish → app, one clock (CLOCK_MONOTONIC) for both ends.
 same run: the first mode and window given (by default full, 0: no extra wait, the old
 default).
 Each window runs ``--repeat`` times; figures are min/median/max.
+
+``--trees A,B`` runs the sidecars from other source trees too (each is the sidecars' working
+directory and first on their ``PYTHONPATH``, e.g. an unpacked ``git archive`` of ``main``;
+``python -m`` imports from the working directory first), interleaved with the
+same windows, so a change is compared against its baseline in one invocation on a loaded
+machine; the first tree is then the baseline of the ratio column.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -61,6 +69,8 @@ def one_run(work: Path, broker: Mosquitto, window: float, rate: float, seconds: 
         oc1, ic1 = pair.commits("pub", "outbox"), pair.commits("sub", "inbox")
         arrived = n - cast(int, before["n"])
         if verbose:
+            print(f"    window {window:g}: inbox.db pages of {_page_size(pair, 'sub')} bytes,"
+                  f" {os.getcwd()}")
             print(f"    window {window:g}: outbox {oc1[0] - oc0[0]:.0f} commits of "
                   f"{oc1[1] - oc0[1]:.0f} units, inbox {ic1[0] - ic0[0]:.0f} commits of "
                   f"{ic1[1] - ic0[1]:.0f} units, for {arrived} messages")
@@ -69,6 +79,17 @@ def one_run(work: Path, broker: Mosquitto, window: float, rate: float, seconds: 
     per = max(sent, 1)
     return ((pub1 - pub0) / per, (sub1 - sub0) / per, pct(lat, 0.5), pct(lat, 0.99),
             arrived, sent)
+
+
+def _page_size(pair: Pair, side: str) -> int:
+    """The page size of ``side``'s inbox.db, from its header (0 if unknown)."""
+    try:
+        with open(pair.data_dirs[side] / "inbox.db", "rb") as f:
+            head = f.read(18)
+    except OSError:
+        return 0
+    size = int.from_bytes(head[16:18], "big") if len(head) == 18 else 0
+    return 65536 if size == 1 else size
 
 
 def settle(pair: Pair, at_least: int) -> dict[str, object]:
@@ -107,8 +128,13 @@ def main() -> None:
                     help="publishing connections: at most this many publishes wait at once, so"
                          " at most this many share a commit (32 caps a 100 ms window at"
                          " 320 msg/s; use rate x window or more to keep the rate)")
+    ap.add_argument("--trees", default="",
+                    help="source trees to run the sidecars from, comma-separated (default: "
+                         "this one); each gets its own rows")
     args = ap.parse_args()
-    windows = [(d, float(w)) for d in args.durability.split(",") for w in args.windows.split(",")]
+    trees = [t for t in args.trees.split(",") if t] or [""]
+    windows = [(f"{d}{_tag(t, trees)}", float(w)) for t in trees
+               for d in args.durability.split(",") for w in args.windows.split(",")]
     extra = args.extra.split()
     results: dict[tuple[str, float], list[tuple[float, float, float, float, int, int]]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix=".wear-bench-") as tmp:
@@ -118,14 +144,19 @@ def main() -> None:
         broker.start()
         try:
             for rep in range(args.repeat):
-                for d, w in windows:  # interleaved, so load from others spreads over all
-                    run_dir = work / f"r{rep}-{d}-w{w:g}"
+                for i, (d, w) in enumerate(windows):  # interleaved: others' load spreads
+                    run_dir = work / f"r{rep}-{i}-w{w:g}"
                     run_dir.mkdir()
-                    results.setdefault((d, w), []).append(
-                        one_run(run_dir, broker, w, args.rate, args.seconds,
-                                [*extra, "--durability", d], args.verbose, args.conns))
+                    mode, _, tree = d.partition("@")
+                    with _sidecar_tree(trees[int(tree)] if tree else ""):
+                        results.setdefault((d, w), []).append(
+                            one_run(run_dir, broker, w, args.rate, args.seconds,
+                                    [*extra, "--durability", mode], args.verbose, args.conns))
         finally:
             broker.stop()
+    for i, tree in enumerate(trees):
+        if len(trees) > 1:
+            print(f"  @{i}: sidecars from {tree}")
     print(f"wear bench: {args.rate:.0f} msg/s x {args.seconds:g}s, ~200-byte events, "
           f"durability {args.durability}, {args.repeat} runs per window (min/median/max), "
           f"{os.cpu_count()} cores shared, fs block {fs.f_bsize}")
@@ -135,10 +166,32 @@ def main() -> None:
     for d, w in windows:
         rs = results[(d, w)]
         total = statistics.median(r[0] + r[1] for r in rs)
-        print(f"  {d:>6} {w:7g} | {mmm([r[0] for r in rs]):16} | {mmm([r[1] for r in rs]):16} | "
+        print(f"  {d:>8} {w:7g} | {mmm([r[0] for r in rs]):16} | {mmm([r[1] for r in rs]):16} | "
               f"{mmm([r[2] for r in rs], '{:.1f}'):15} | {mmm([r[3] for r in rs], '{:.1f}'):17}"
               f" | {sum(r[4] for r in rs)}/{sum(r[5] for r in rs)}"
               f"   bytes ratio vs {windows[0][0]} {windows[0][1]:g}: {total / max(base, 1):.2f}")
+
+
+def _tag(tree: str, trees: list[str]) -> str:
+    return f"@{trees.index(tree)}" if len(trees) > 1 else ""
+
+
+@contextlib.contextmanager
+def _sidecar_tree(tree: str) -> Iterator[None]:
+    """Sidecars started inside run from ``tree``: their working directory (``python -m``
+    imports from it first) and first on ``PYTHONPATH`` ("": unchanged)."""
+    old, cwd = os.environ.get("PYTHONPATH"), os.getcwd()
+    if tree:
+        os.environ["PYTHONPATH"] = os.pathsep.join([tree, *([old] if old else [])])
+        os.chdir(tree)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
 
 
 if __name__ == "__main__":

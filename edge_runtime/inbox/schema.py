@@ -7,9 +7,17 @@ Tables:
 * ``messages``: one row per stored event, in arrival order (``seq``), with its retry state
   (``attempts``, next attempt as monotonic ms plus boot id) and its expiry (monotonic ms plus
   boot id; ``ttl_ms`` is what remained on arrival);
-* ``seen``: ``(sub_key, event_id)`` of recent events, for dedup; bounded in time and count;
-* ``backlog``: messages and bytes per subscription, kept by triggers so no insert counts rows;
+* ``seen_log``: ``(sub_key, event_id, seen_ms)`` of recent events in arrival order, for
+  dedup; bounded in time and count. Written only at its end (rowid order), so an arrival
+  touches its last page, not a random page of an index keyed by a random id; the inbox looks
+  ids up in memory (:mod:`edge_runtime.inbox.idset`, rebuilt from this table at open);
+* ``backlog``: messages and bytes per subscription, kept by triggers so no insert counts rows.
+  Since step 2 a TEMP table of the inbox's write connection (in memory, counted from
+  ``messages`` at open by :func:`count_backlog`), so commits no longer write its page;
 * ``deadletters``: parked events with the reason, the attempts and the times.
+
+Step 1 made ``seen`` (a WITHOUT ROWID table keyed by ``(sub_key, event_id)``) and ``backlog``
+in the file; step 2 moves ``seen``'s rows to ``seen_log`` in ``seen_ms`` order and drops both.
 
 Never edit a released step: add one.
 """
@@ -28,11 +36,13 @@ __all__ = [
     "MESSAGE_COLUMNS",
     "MIGRATIONS",
     "DeadLetterRow",
+    "count_backlog",
+    "forget_seen",
     "list_dead",
     "park",
-    "prune_seen",
     "replay_dead",
-    "seen_bound",
+    "seen_after",
+    "seen_counts",
 ]
 
 FILE_NAME = "inbox.db"
@@ -104,7 +114,46 @@ MIGRATIONS = [
         """,
         "messages, seen ids, backlog counts, dead letters",
     ),
+    Migration(
+        2,
+        """
+        CREATE TABLE seen_log (
+            id INTEGER PRIMARY KEY,          -- arrival order
+            sub_key TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            seen_ms INTEGER NOT NULL         -- unix ms
+        );
+        INSERT INTO seen_log(sub_key, event_id, seen_ms)
+            SELECT sub_key, event_id, seen_ms FROM seen ORDER BY seen_ms, sub_key, event_id;
+        DROP TABLE seen;
+        DROP TRIGGER messages_counted;
+        DROP TRIGGER messages_uncounted;
+        DROP TABLE backlog;
+        """,
+        "dedup ids in arrival order (seen_log); backlog counts in memory",
+    ),
 ]
+
+# The backlog counts of the write connection (step 2): a TEMP table (``temp_store=MEMORY``)
+# kept by TEMP triggers on ``messages``, so they stay exact inside each transaction (a rolled
+# back insert is uncounted too) and cost no page in the file. Unqualified ``backlog`` in the
+# write connection's SQL finds this table.
+_BACKLOG_TEMP = (
+    """CREATE TEMP TABLE IF NOT EXISTS backlog (
+        sub_key TEXT NOT NULL PRIMARY KEY,
+        messages INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    )""",
+    """CREATE TEMP TRIGGER IF NOT EXISTS messages_counted AFTER INSERT ON main.messages BEGIN
+        INSERT INTO backlog(sub_key, messages, bytes) VALUES (NEW.sub_key, 1, NEW.size)
+        ON CONFLICT(sub_key) DO UPDATE SET
+            messages = messages + 1, bytes = bytes + excluded.bytes;
+    END""",
+    """CREATE TEMP TRIGGER IF NOT EXISTS messages_uncounted AFTER DELETE ON main.messages BEGIN
+        UPDATE backlog SET messages = messages - 1, bytes = bytes - OLD.size
+        WHERE sub_key = OLD.sub_key;
+    END""",
+)
 
 MESSAGE_COLUMNS = (
     "seq, sub_key, topic, data, metadata, event_id, size, arrived_ms, ttl_boot,"
@@ -153,26 +202,45 @@ def park(
     return dead_id
 
 
-def seen_bound(conn: sqlite3.Connection, sub_key: str, *, keep: int, cutoff_ms: int) -> int:
-    """The newest ``seen_ms`` to forget for ``sub_key``: older than ``cutoff_ms``, or beyond
-    the newest ``keep`` ids."""
-    found = conn.execute(
-        "SELECT seen_ms FROM seen WHERE sub_key = ? ORDER BY seen_ms DESC LIMIT 1 OFFSET ?",
-        (sub_key, keep),
-    ).fetchone()
-    return max(cutoff_ms - 1, int(found[0]) if found else cutoff_ms - 1)
+def count_backlog(conn: sqlite3.Connection) -> None:
+    """Make the write connection's in-memory ``backlog`` (see above) and count it from
+    ``messages``. Run on the write connection inside a transaction: at open, and again when
+    another connection (the ``deadletters`` command) changed the file."""
+    for statement in _BACKLOG_TEMP:
+        conn.execute(statement)
+    conn.execute("DELETE FROM temp.backlog")
+    conn.execute(
+        "INSERT INTO temp.backlog(sub_key, messages, bytes)"
+        " SELECT sub_key, count(*), sum(size) FROM main.messages GROUP BY sub_key"
+    )
 
 
-def prune_seen(conn: sqlite3.Connection, sub_key: str, upto: int, chunk: int) -> tuple[int, bool]:
-    """Forget about ``chunk`` of ``sub_key``'s ids seen at or before ``upto`` (oldest first;
-    ties go together); the number forgotten and whether none is left to forget."""
-    found = conn.execute(
-        "SELECT seen_ms FROM seen WHERE sub_key = ? AND seen_ms <= ? ORDER BY seen_ms"
-        " LIMIT 1 OFFSET ?", (sub_key, upto, chunk),
-    ).fetchone()
-    limit = upto if found is None else int(found[0])
-    n = conn.execute("DELETE FROM seen WHERE sub_key = ? AND seen_ms <= ?", (sub_key, limit))
-    return int(n.rowcount), found is None
+def seen_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """``{sub_key: ids remembered}`` in ``seen_log``."""
+    rows = conn.execute("SELECT sub_key, count(*) FROM seen_log GROUP BY sub_key").fetchall()
+    return {str(k): int(n) for k, n in rows}
+
+
+def seen_after(
+    conn: sqlite3.Connection, after: int, limit: int
+) -> list[tuple[int, str, str, int]]:
+    """``limit`` rows ``(id, sub_key, event_id, seen_ms)`` of ``seen_log`` after ``after``,
+    oldest first."""
+    rows = conn.execute(
+        "SELECT id, sub_key, event_id, seen_ms FROM seen_log WHERE id > ? ORDER BY id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [(int(i), str(k), str(e), int(ms)) for i, k, e, ms in rows]
+
+
+def forget_seen(conn: sqlite3.Connection, ids: Sequence[int]) -> int:
+    """Delete ``seen_log`` rows by id; the number deleted."""
+    n = 0
+    for i in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[i:i + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        n += conn.execute(f"DELETE FROM seen_log WHERE id IN ({marks})", chunk).rowcount
+    return n
 
 
 def list_dead(conn: sqlite3.Connection, limit: int = -1) -> list[DeadLetterRow]:

@@ -4,15 +4,24 @@
 batch in ``full`` durability), so the component may acknowledge the message to the broker as
 soon as it returns; if it raises, the message must not be acknowledged. Dedup: an event with an
 id already seen for the same subscription is not stored and ``add`` returns ``False`` (the
-caller still acknowledges it). Ids are kept at most ``seen_ttl_s`` (wall clock) and
-``seen_max`` per subscription, pruned by the maintenance task. Events without an id (raw
-payloads) are at-least-once.
+caller still acknowledges it); a duplicate arriving while the first copy's commit is pending
+waits for it (and is stored if that one failed). Ids are kept at most ``seen_ttl_s`` (wall
+clock) and ``seen_max`` per subscription, pruned by the maintenance task and, as soon as a
+subscription passes ``seen_max`` by a tenth, at once (so the memory they take is bounded).
+Events without an id (raw payloads) are at-least-once.
+
+Flash wear (docs/performance.md, the commit window): ids are appended to ``seen_log`` in
+arrival order and looked up in memory (:class:`~edge_runtime.inbox.idset.IdSet`, 15-60 bytes
+per id, ~3 MiB at the default bound, rebuilt from the log at open), and the backlog counts
+live in memory, so an arrival changes only the last pages of ``messages``, of its index and of
+the log. New files use 2 KiB pages.
 
 Back-pressure: when the backlog (all subscriptions) would pass ``max_messages`` or
 ``max_bytes``, ``add`` raises :class:`InboxFullError` and stores nothing: the broker keeps the
 unacknowledged message and redelivers it (MQTT: on reconnect), so nothing is lost while the
-app catches up. The check reads the trigger-maintained ``backlog`` table inside the insert's
-transaction, so it is exact and costs no row count.
+app catches up. The check reads the trigger-maintained ``backlog`` table (in memory: counted
+at open, and again when another process such as the ``deadletters`` command changed the file)
+inside the insert's transaction, so it is exact and costs no row count.
 
 Expiry: an ``expiration`` is turned once, on arrival, into remaining milliseconds, kept as a
 monotonic deadline plus the boot id. After a reboot, :meth:`Inbox.open` rebases deadlines from
@@ -44,6 +53,7 @@ from typing import Any, TypeVar
 from edge_runtime.errors import StorageFullError
 from edge_runtime.inbox import schema
 from edge_runtime.inbox.clock import Clock, SystemClock
+from edge_runtime.inbox.idset import IdSet, digest
 from edge_runtime.observability.metrics import (
     INBOX_BACKLOG,
     INBOX_BACKLOG_BYTES,
@@ -64,7 +74,15 @@ log = logging.getLogger(__name__)
 
 ROW_OVERHEAD = 128  # bytes a row costs beyond its data, metadata and topic
 _PRUNE_CHUNK = 2000  # seen ids deleted per unit, so writers interleave with a big prune
-_RECLAIM_MIN_PAGES = 256  # free pages worth giving back once the backlog drained
+_RECLAIM_MIN_BYTES = 1 << 20  # free space worth giving back once the backlog drained
+# Page size of a new inbox.db: each commit appends every page it changed to the WAL, and an
+# arrival changes ~3 (the ends of messages, of its index and of seen_log), so smaller pages
+# write fewer bytes per commit; below 2 KiB a page holds a single ~600-byte event and the
+# deletes free a page each (measured, docs/performance.md). Existing files keep theirs.
+PAGE_SIZE = 2048
+# Pages of WAL between automatic checkpoints (SQLite's default is 1000). Each checkpoint
+# writes every page changed since the last one to the file again.
+WAL_AUTOCHECKPOINT = 1000
 _CHECKPOINT = "mono_checkpoint"
 _DELETE_CHUNK = 500  # seqs per DELETE statement (under SQLite's bound-parameter limit)
 
@@ -134,9 +152,16 @@ class Inbox:
         self.db = Database(
             self.path, name=schema.DB_NAME, migrations=schema.MIGRATIONS,
             durability=durability, commit_window_ms=commit_window_ms, disk_budget=disk_budget,
+            page_size=PAGE_SIZE, wal_autocheckpoint=WAL_AUTOCHECKPOINT,
         )
         self._wakers: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
+        self._ids = IdSet()  # digests of the ids in seen_log
+        self._seen: dict[str, int] = {}  # ids in seen_log per subscription
+        self._adding: dict[bytes, asyncio.Future[None]] = {}  # ids whose commit is pending
+        self._prune_lock = asyncio.Lock()
+        self._pruner: asyncio.Task[int] | None = None
+        self._data_version = -1  # the write connection's when the backlog was last counted
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -147,11 +172,17 @@ class Inbox:
         """
         await self.db.open()
         await self._guard(self.db.write(self._rebase), "rebase expiries")
+        await self._guard(self.db.read(self._load_seen), "read dedup ids")
         await self.refresh_gauges()
         self._task = asyncio.create_task(self._maintenance(), name="inbox-maintenance")
 
     async def close(self) -> None:
         """Stop maintenance, checkpoint the monotonic clock, close the database. Idempotent."""
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, InboxError, StorageFullError):
+                await self._pruner
+            self._pruner = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -206,6 +237,20 @@ class Inbox:
             " WHERE ttl_boot IS NOT NULL AND ttl_boot != ?", (now, boot, boot),
         )
         self._checkpoint(conn)
+        self._count_backlog(conn)
+
+    def _count_backlog(self, conn: sqlite3.Connection) -> None:
+        """(Re)count the in-memory backlog; on the write connection, in a transaction."""
+        schema.count_backlog(conn)
+        self._data_version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _load_seen(self, conn: sqlite3.Connection) -> None:
+        """Fill the in-memory dedup set from ``seen_log`` (at open)."""
+        ids = IdSet()
+        for sub_key, event_id in conn.execute("SELECT sub_key, event_id FROM seen_log"):
+            ids.add(digest(sub_key, event_id))
+        self._ids = ids
+        self._seen = schema.seen_counts(conn)
 
     # --- arrival -----------------------------------------------------------------------------
 
@@ -228,15 +273,21 @@ class Inbox:
             ttl_ms = max(0, round(expiration.timestamp() * 1000) - wall)
         limits = self.limits
         event = event_id or None
+        key = None if event is None else digest(sub_key, event)
 
-        def unit(conn: sqlite3.Connection) -> int | None:
-            if event is not None:
-                cur = conn.execute(
-                    "INSERT INTO seen(sub_key, event_id, seen_ms) VALUES (?, ?, ?)"
-                    " ON CONFLICT(sub_key, event_id) DO NOTHING", (sub_key, event, wall),
-                )
-                if cur.rowcount == 0:
-                    return None
+        def unit(conn: sqlite3.Connection) -> int:
+            version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            recount = version != self._data_version  # another process changed the file
+            if recount:
+                self._count_backlog(conn)
+            try:
+                return store(conn)
+            except BaseException:
+                if recount:  # the savepoint's rollback takes the recount back too
+                    self._data_version = -1
+                raise
+
+        def store(conn: sqlite3.Connection) -> int:
             count, total = conn.execute(
                 "SELECT total(messages), total(bytes) FROM backlog"
             ).fetchone()
@@ -245,6 +296,11 @@ class Inbox:
                     f"the inbox is full ({int(count)} events, {int(total)} bytes; limits "
                     f"{limits.max_messages} events, {limits.max_bytes} bytes): the event "
                     "is left with the broker"
+                )
+            if event is not None:
+                conn.execute(
+                    "INSERT INTO seen_log(sub_key, event_id, seen_ms) VALUES (?, ?, ?)",
+                    (sub_key, event, wall),
                 )
             conn.execute(
                 "INSERT INTO messages(sub_key, topic, data, metadata, event_id, size,"
@@ -256,20 +312,46 @@ class Inbox:
                 "SELECT messages FROM backlog WHERE sub_key = ?", (sub_key,)
             ).fetchone()[0])
 
+        if key is not None:
+            # A copy of this id whose commit is pending: wait for its outcome (the broker's
+            # ack for this one must not come before that commit).
+            while (pending := self._adding.get(key)) is not None:
+                await asyncio.shield(pending)
+            if key in self._ids:
+                INBOX_DUPLICATES.labels(subscription=sub_key).inc()
+                return False
         try:
-            backlog = await self._guard(self.db.write(unit, size=size), "add")
+            done = self.db.submit(unit, size=size)
+        except DBError as exc:
+            raise InboxError(f"inbox: add failed: {exc}") from exc
+        if key is not None:
+            self._adding[key] = asyncio.get_running_loop().create_future()
+            # On the commit's outcome, even if this caller is cancelled meanwhile.
+            done.add_done_callback(partial(self._added, sub_key, key))
+        try:
+            backlog = await self._guard(asyncio.shield(done), "add")
         except InboxFullError:
             INBOX_REJECTED.labels(subscription=sub_key).inc()
             raise
-        if backlog is None:
-            INBOX_DUPLICATES.labels(subscription=sub_key).inc()
-            return False
         INBOX_RECEIVED.labels(subscription=sub_key).inc()
         INBOX_BACKLOG.labels(subscription=sub_key).set(backlog)
         waker = self._wakers.get(sub_key)
         if waker is not None:
             waker.set()
         return True
+
+    def _added(self, sub_key: str, key: bytes, done: asyncio.Future[int]) -> None:
+        """The commit of an event with an id ended: remember the id if it was stored."""
+        if not done.cancelled() and done.exception() is None:
+            self._ids.add(key)
+            n = self._seen[sub_key] = self._seen.get(sub_key, 0) + 1
+            keep = self.limits.seen_max
+            if n > keep + max(1, keep // 10) and (self._pruner is None or self._pruner.done()):
+                self._pruner = asyncio.create_task(self.prune_seen(), name="inbox-prune-seen")
+                self._pruner.add_done_callback(_log_failure)
+        pending = self._adding.pop(key, None)
+        if pending is not None and not pending.done():
+            pending.set_result(None)
 
     # --- delivery ----------------------------------------------------------------------------
 
@@ -380,12 +462,17 @@ class Inbox:
     # --- maintenance -------------------------------------------------------------------------
 
     async def backlog(self) -> dict[str, tuple[int, int]]:
-        """``{sub_key: (events, bytes)}`` waiting for delivery."""
+        """``{sub_key: (events, bytes)}`` waiting for delivery (rows added by the CLI
+        included)."""
         def read(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            # The counts are the write connection's (in memory): read there, changing nothing.
+            version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+            if version != self._data_version:
+                self._count_backlog(conn)
             rows = conn.execute("SELECT sub_key, messages, bytes FROM backlog").fetchall()
-            return {k: (int(n), int(b)) for k, n, b in rows}
+            return {k: (int(n), int(b)) for k, n, b in rows if n}
 
-        return await self._guard(self.db.read(read), "read")
+        return await self._guard(self.db.write(read, durable=False), "read")
 
     async def refresh_gauges(self) -> dict[str, tuple[int, int]]:
         """Set the backlog gauges from the database (rows added by the CLI included)."""
@@ -399,34 +486,64 @@ class Inbox:
         INBOX_PARKED.set(parked)
         return backlog
 
+    def seen_memory(self) -> tuple[int, int]:
+        """(ids remembered for dedup, bytes of memory their set takes)."""
+        return len(self._ids), self._ids.nbytes
+
     async def prune_seen(self) -> int:
-        """Forget dedup ids older than ``seen_ttl_s`` or beyond ``seen_max`` per subscription."""
-        cutoff = self.wall_ms() - round(self.limits.seen_ttl_s * 1000)
-        keep = self.limits.seen_max
-        total = 0
-        for key in await self.backlog():
-            bound = partial(schema.seen_bound, sub_key=key, keep=keep, cutoff_ms=cutoff)
-            upto = await self._guard(self.db.read(bound), "prune")
-            prune = partial(schema.prune_seen, sub_key=key, upto=upto, chunk=_PRUNE_CHUNK)
-            done = False
-            while not done:
-                n, done = await self._guard(self.db.write(prune), "prune")
-                total += n
+        """Forget dedup ids older than ``seen_ttl_s`` or beyond ``seen_max`` per subscription
+        (oldest first, walking ``seen_log`` from its start); the number forgotten."""
+        async with self._prune_lock:
+            cutoff = self.wall_ms() - round(self.limits.seen_ttl_s * 1000)
+            keep = self.limits.seen_max
+            over = {k: n - keep for k, n in self._seen.items() if n > keep}
+            excess = sum(over.values())
+            after, total = 0, 0
+            while True:
+                rows = await self._guard(self.db.read(
+                    partial(schema.seen_after, after=after, limit=_PRUNE_CHUNK)), "prune")
+                drop: list[tuple[int, str, str]] = []
+                stop = False
+                for rowid, sub_key, event_id, seen_ms in rows:
+                    if over.get(sub_key, 0) > 0:
+                        over[sub_key] -= 1
+                        excess -= 1
+                    elif seen_ms >= cutoff and excess <= 0:
+                        stop = True  # the rest is newer (wall-clock jumps aside)
+                        break
+                    elif seen_ms >= cutoff:
+                        continue
+                    drop.append((rowid, sub_key, event_id))
+                if drop:
+                    ids = [d[0] for d in drop]
+                    # No fsync: a prune lost in a power cut only remembers ids longer.
+                    await self._guard(self.db.write(
+                        partial(schema.forget_seen, ids=ids), durable=False), "prune")
+                    for _, sub_key, event_id in drop:
+                        self._ids.discard(digest(sub_key, event_id))
+                        self._seen[sub_key] = self._seen.get(sub_key, 1) - 1
+                    total += len(drop)
+                if stop or len(rows) < _PRUNE_CHUNK:
+                    break
+                after = rows[-1][0]
+            self._seen = {k: n for k, n in self._seen.items() if n > 0}
         if total:
             INBOX_SEEN_PRUNED.inc(total)
         return total
 
     async def maintain(self) -> None:
         """One maintenance pass (what the background task runs every interval)."""
-        await self.prune_seen()
-        await self._guard(self.db.write(self._checkpoint), "checkpoint")
         backlog = await self.refresh_gauges()
         if not any(n for n, _ in backlog.values()):
-            free = await self._guard(self.db.read(
-                lambda c: int(c.execute("PRAGMA freelist_count").fetchone()[0])
-            ), "read")
-            if free >= _RECLAIM_MIN_PAGES:
+            # Before pruning: the pages the last prune freed are reused by the ids logged
+            # since, not given back and taken again every pass.
+            free = await self._guard(self.db.read(lambda c: int(
+                c.execute("PRAGMA freelist_count").fetchone()[0]
+                * c.execute("PRAGMA page_size").fetchone()[0])), "read")
+            if free >= _RECLAIM_MIN_BYTES:
                 await self._guard(self.db.reclaim(), "reclaim")
+        await self.prune_seen()
+        await self._guard(self.db.write(self._checkpoint), "checkpoint")
 
     async def _maintenance(self) -> None:
         while True:
@@ -458,3 +575,8 @@ def _row(r: tuple[Any, ...]) -> InboxRow:
         event_id, size, arrived, ttl_boot, ttl_deadline, attempts, next_boot, next_mono, first,
         last_error,
     )
+
+
+def _log_failure(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("pruning dedup ids failed: %s", task.exception())

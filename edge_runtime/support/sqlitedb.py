@@ -27,8 +27,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from edge_runtime.support.disk import DiskBudget
 from edge_runtime.support.sqlitefile import (
@@ -57,7 +58,9 @@ class Database:
     metrics and logs. ``schema`` names the ``_meta`` key of the schema version when several
     components share a file. ``quarantine_dir`` defaults to ``<path's folder>/quarantine``.
     ``commit_window_ms`` > 0 makes the writer wait that long for more work before committing.
-    ``disk_budget`` is checked before each unit of work that declares a size.
+    ``disk_budget`` is checked before each unit of work that declares a size. ``page_size``
+    sets the page size of a new file (an existing one keeps its own); ``wal_autocheckpoint``
+    the WAL pages between automatic checkpoints (0 for both: SQLite's defaults).
     """
 
     def __init__(
@@ -75,6 +78,8 @@ class Database:
         immutable: bool = False,
         schema: str = "",
         disk_budget: DiskBudget | None = None,
+        page_size: int = 0,
+        wal_autocheckpoint: int = 0,
     ) -> None:
         versions = [m.version for m in migrations]
         if versions != sorted(set(versions)) or any(v < 1 for v in versions):
@@ -91,6 +96,8 @@ class Database:
             read_only=read_only,
             immutable=immutable,
             schema_key=f"schema_version:{schema}" if schema else "schema_version",
+            page_size=page_size,
+            wal_autocheckpoint=wal_autocheckpoint,
         )
         self.name = name
         self.path = path
@@ -105,6 +112,8 @@ class Database:
         self._writer: GroupCommitWriter | None = None
         self._reader: ThreadPoolExecutor | None = None
         self._close_task: asyncio.Future[None] | None = None
+        self._soon: list[tuple[Callable[[sqlite3.Connection], object], asyncio.Future[Any]]] = []
+        self._soon_timer: asyncio.TimerHandle | None = None
 
     @property
     def writer(self) -> GroupCommitWriter:
@@ -133,6 +142,7 @@ class Database:
 
     async def close(self) -> None:
         """Commit queued writes, stop the threads, checkpoint and close. Idempotent."""
+        self._submit_soon()
         if self._close_task is None:
             self._close_task = asyncio.ensure_future(asyncio.to_thread(self._close_sync))
         await asyncio.shield(self._close_task)
@@ -165,7 +175,54 @@ class Database:
         durability for this unit (``False``: no fsync needed, e.g. deletes whose loss only
         means a resend). See :mod:`edge_runtime.support.sqlitewriter`.
         """
-        return await self.writer.submit(fn, size, durable)
+        return await self.submit(fn, size=size, durable=durable)
+
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, size: int = 0,
+        durable: bool | None = None,
+    ) -> asyncio.Future[T]:
+        """:meth:`write` as a future, queued now (in order with other calls); for a caller
+        that must learn the outcome even if it is cancelled while waiting."""
+        writer = self.writer
+        self._submit_soon()
+        return writer.submit(fn, size, durable)
+
+    def write_soon(
+        self, fn: Callable[[sqlite3.Connection], T], *, linger_s: float
+    ) -> asyncio.Future[T]:
+        """Queue ``fn`` to share the commit of the next :meth:`write` (or :meth:`close`), or
+        to commit at most ``linger_s`` from now with the others so queued; no fsync of its own.
+
+        For work whose loss in a power cut only repeats something (a delete of a delivered
+        row): each commit appends every page it changed to the WAL, so a delete in a commit
+        of its own writes its pages once more, while in the next insert's commit it shares
+        them. The returned future resolves after the commit, like :meth:`write`'s; a caller
+        that awaits it waits up to ``linger_s``. Must be called on the loop that opened the
+        database; raises :class:`DBError` once closed.
+        """
+        if self._writer is None or self._close_task is not None:
+            raise DBError(f"database {self.name!r} is not open")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._soon.append((fn, fut))
+        if self._soon_timer is None:
+            self._soon_timer = loop.call_later(max(0.0, linger_s), self._submit_soon)
+        return fut
+
+    def _submit_soon(self) -> None:
+        """Hand the units queued by :meth:`write_soon` to the writer (ahead of what comes)."""
+        if self._soon_timer is not None:
+            self._soon_timer.cancel()
+            self._soon_timer = None
+        soon, self._soon = self._soon, []
+        for fn, outer in soon:
+            try:
+                inner = self.writer.submit(fn, 0, False)
+            except DBError as exc:
+                if not outer.done():
+                    outer.set_exception(exc)
+                continue
+            inner.add_done_callback(partial(_chain, outer))
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` on the read connection; it sees only committed data.
@@ -223,3 +280,14 @@ class Database:
         if self.disk_budget is not None and freed:
             self.disk_budget.invalidate()
         return freed
+
+
+def _chain(outer: asyncio.Future[Any], inner: asyncio.Future[Any]) -> None:
+    if outer.done():
+        return
+    if inner.cancelled():
+        outer.cancel()
+    elif (exc := inner.exception()) is not None:
+        outer.set_exception(exc)
+    else:
+        outer.set_result(inner.result())

@@ -13,9 +13,12 @@ order (:func:`open_file`):
    file and its companions *copied* to quarantine, logged and counted the same way; the file
    is then opened with the transactions before the damage.
 2. the write connection: ``busy_timeout``, ``foreign_keys=OFF``; a new file gets
-   ``auto_vacuum=INCREMENTAL`` before its first table; ``journal_mode`` WAL (DELETE when WAL is
-   disabled; untouched when read-only or in memory); ``synchronous`` FULL for durability
-   ``full``, NORMAL for ``normal`` (WAL + NORMAL survives a process crash, not a power cut).
+   ``auto_vacuum=INCREMENTAL`` and ``page_size`` (when given) before its first table (an
+   existing file keeps its page size: in WAL mode it cannot change); ``journal_mode`` WAL
+   (DELETE when WAL is disabled; untouched when read-only or in memory); ``synchronous``
+   FULL for durability ``full``, NORMAL for ``normal`` (WAL + NORMAL survives a process
+   crash, not a power cut); ``wal_autocheckpoint`` when given (pages of WAL between
+   automatic checkpoints).
 3. the ``_meta`` table (``key TEXT PRIMARY KEY, value TEXT``) gets an ``epoch`` (random 128-bit
    hex, made once per file); migrations newer than the file's version run in order, one
    transaction each. Several components may share a file: each keeps its version under its own
@@ -93,6 +96,8 @@ class FileOptions:
     read_only: bool = False
     immutable: bool = False
     schema_key: str = "schema_version"
+    page_size: int = 0  # bytes per page of a new file (0: SQLite's default, 4096)
+    wal_autocheckpoint: int = 0  # WAL pages between automatic checkpoints (0: SQLite's, 1000)
 
     @property
     def latest_version(self) -> int:
@@ -253,6 +258,8 @@ def _open_writer(o: FileOptions) -> sqlite3.Connection:
 
 def _configure(o: FileOptions, conn: sqlite3.Connection, *, new: bool) -> None:
     if new and not o.read_only:
+        if o.page_size:
+            conn.execute(f"PRAGMA page_size = {int(o.page_size)}")
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     if o.path is not None and not o.read_only:
         want = "wal" if o.wal else "delete"
@@ -260,6 +267,8 @@ def _configure(o: FileOptions, conn: sqlite3.Connection, *, new: bool) -> None:
         if str(got).lower() != want:
             log.warning("database %s: journal_mode is %s, wanted %s", o.path, got, want)
     conn.execute(f"PRAGMA synchronous = {'FULL' if o.durability == 'full' else 'NORMAL'}")
+    if o.wal_autocheckpoint and o.wal and o.path is not None and not o.read_only:
+        conn.execute(f"PRAGMA wal_autocheckpoint = {int(o.wal_autocheckpoint)}")
 
 
 def _migrate_or_close(o: FileOptions, conn: sqlite3.Connection, opened: OpenedFile) -> None:
