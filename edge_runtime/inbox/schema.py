@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edge_runtime.support.sqlitedb import Migration
+from edge_runtime.support.sqlmarks import in_list
 
 __all__ = [
     "DB_NAME",
@@ -237,9 +238,8 @@ def forget_seen(conn: sqlite3.Connection, ids: Sequence[int]) -> int:
     """Delete ``seen_log`` rows by id; the number deleted."""
     n = 0
     for i in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[i:i + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        n += conn.execute(f"DELETE FROM seen_log WHERE id IN ({marks})", chunk).rowcount
+        marks, params = in_list(ids[i:i + _IN_CHUNK])
+        n += conn.execute(f"DELETE FROM seen_log WHERE id IN ({marks})", params).rowcount
     return n
 
 

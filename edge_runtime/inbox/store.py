@@ -66,6 +66,7 @@ from edge_runtime.observability.metrics import (
 from edge_runtime.pubsub import Received
 from edge_runtime.support.disk import DiskBudget
 from edge_runtime.support.sqlitedb import Database, DBError, Durability, get_meta, set_meta
+from edge_runtime.support.sqlmarks import in_list
 
 __all__ = ["Inbox", "InboxError", "InboxFullError", "InboxLimits", "InboxRow"]
 
@@ -395,10 +396,8 @@ class Inbox:
 
         def unit(conn: sqlite3.Connection) -> list[int]:
             for i in range(0, len(seqs), _DELETE_CHUNK):
-                chunk = seqs[i:i + _DELETE_CHUNK]
-                conn.execute(
-                    f"DELETE FROM messages WHERE seq IN ({','.join('?' * len(chunk))})", chunk
-                )
+                marks, params = in_list(seqs[i:i + _DELETE_CHUNK])
+                conn.execute(f"DELETE FROM messages WHERE seq IN ({marks})", params)
             left = []
             for key in keys:
                 found = conn.execute(

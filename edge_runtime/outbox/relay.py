@@ -9,8 +9,10 @@ the broker or a metered link.
 
 Deletes are batched: acknowledged rows are deleted once ``batch`` of them are waiting, or
 ``ack_delay_s`` after the first of them was acknowledged, and when the relay stops or a drain
-ends. Each delete is a commit that rewrites the pages it empties; one per burst instead of one
-per message or two is most of what the publisher writes to flash at a steady rate. A delete
+ends, or at once while the outbox is half full or more (publishers are refused with 429 when
+it is full, until the delete commits). Each delete is a commit that rewrites the pages it
+empties; one per burst instead of one per message or two is most of what the publisher writes
+to flash at a steady rate. A delete
 lost to a crash only means those messages are sent again (at least once), never lost.
 """
 
@@ -27,6 +29,8 @@ from edge_runtime.observability.metrics import OUTBOX_DELIVERED, OUTBOX_DROPPED,
 from edge_runtime.outbox.store import Outbox, Row
 
 log = logging.getLogger(__name__)
+
+FILLING_RETRY_S = 0.02
 
 Send = Callable[[Row], Awaitable[None]]
 """Deliver one row; return when the far side acknowledged it, raise when it did not."""
@@ -156,7 +160,7 @@ class Relay:
         """``row`` may be deleted: with the next batch of deletes (see the module docstring).
         Deletes are committed in the background: sending never waits for them."""
         self._acked.append(row)
-        if len(self._acked) >= self.batch:
+        if len(self._acked) >= self.batch or self.outbox.filling():
             self._flush_in_background()
         elif self._ack_timer is None:
             self._ack_timer = asyncio.get_running_loop().call_later(
@@ -199,9 +203,12 @@ class Relay:
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(
                 self._flush_acks(), name=f"relay:{self.outbox.relay}:ack")
-        elif self._acked:  # try again later rather than leave them waiting for the next ack
+        elif self._acked and self._ack_timer is None:
+            # Try again later rather than leave them waiting for the next ack (soon when the
+            # outbox is filling: publishers are refused until the delete commits).
+            delay = FILLING_RETRY_S if self.outbox.filling() else self.ack_delay_s
             self._ack_timer = asyncio.get_running_loop().call_later(
-                self.ack_delay_s, self._flush_in_background)
+                delay, self._flush_in_background)
 
     async def _flush_acks(self) -> None:
         """Delete every acknowledged row (waiting for a background delete first)."""

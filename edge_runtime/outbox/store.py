@@ -301,6 +301,12 @@ class Outbox:
         self._appended.inc(n)
         self.appended.set()
 
+    def filling(self) -> bool:
+        """Half full or more (by rows or bytes): the relay then deletes what was delivered at
+        once rather than in its next batch, so back-pressure ends with the backlog."""
+        lim = self.limits
+        return self.count * 2 >= lim.max_messages or self.bytes * 2 >= lim.max_bytes
+
     def _reserve(self, n: int, size: int) -> tuple[int, int]:
         """Count the rows in now (so concurrent appends see them); (rows, bytes) to drop first."""
         lim = self.limits

@@ -20,6 +20,7 @@ from edge_runtime.bindings import (
     OutputBinding,
     UnsupportedOperationError,
 )
+from edge_runtime.bindings.storing import STORE_ATTEMPTS
 from edge_runtime.config.manifest import ComponentManifest, Mark
 from edge_runtime.config.metadata import ResolvedMetadata, Value
 from edge_runtime.registry import ComponentContext
@@ -193,8 +194,9 @@ class TestInput:
             await bcase.emit(binding, b"x")
             await rec.wait(1, within=15)  # a broker resends on the next connection
         elif bcase.dropped is not None:
+            rec.fail = STORE_ATTEMPTS  # a binding that reads a device offers it that often
             await bcase.emit(binding, b"lost")
-            for _ in range(500):
+            for _ in range(1000):
                 if bcase.dropped(binding):
                     break
                 await asyncio.sleep(0.01)
