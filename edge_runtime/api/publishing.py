@@ -14,7 +14,6 @@ as ``traceid`` and ``tracestate``, where a subscriber's raw-payload wrapper find
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from edge_runtime.observability.metrics import OUTBOX_REJECTED
 from edge_runtime.outbox.store import Item, OutboxFullError
 from edge_runtime.pubsub import cloudevents
 from edge_runtime.runtime.compstore import CompStore, PubSubComponent
+from edge_runtime.support import jsonbytes
 from edge_runtime.support.sqlitedb import DBError
 
 # Request metadata the runtime consumes; everything else is passed to the component.
@@ -80,9 +80,9 @@ def decode_bulk_event(event: Any, content_type: str) -> bytes:
     if base.startswith("text/") or base == "application/xml":
         if not isinstance(event, str):
             raise ValueError(f"a {base} event must be a string")
-        return event.encode()
+        return jsonbytes.text(event)
     if base in ("application/json", "application/cloudevents+json"):
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        return jsonbytes.dumps(event)
     raise ValueError(f"unsupported contentType {content_type!r}")
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -52,6 +51,7 @@ from edge_runtime.inbox.deliver import DropEventError, PoisonEventError
 from edge_runtime.inbox.store import InboxRow
 from edge_runtime.observability import tracing
 from edge_runtime.subscriptions.model import Subscription
+from edge_runtime.support import jsonbytes
 
 __all__ = [
     "EventCaller",
@@ -110,8 +110,7 @@ def event_data(envelope: Mapping[str, Any]) -> bytes:
     if media and not ctype.startswith("application/json") and media != _CLOUDEVENTS_JSON \
             and isinstance(data, str):
         return data.encode()
-    return json.dumps(data, separators=(",", ":"), sort_keys=True,
-                      ensure_ascii=False).encode()
+    return jsonbytes.dumps(data, sort_keys=True)
 
 
 def extensions(envelope: Mapping[str, Any]) -> Any:

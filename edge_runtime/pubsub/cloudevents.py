@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from edge_runtime.support import jsonbytes
+
 SPEC_VERSION = "1.0"
 DEFAULT_TYPE = "com.dapr.event.sent"
 CLOUDEVENTS_JSON = "application/cloudevents+json"
@@ -147,7 +149,7 @@ def restamp_expiration(data: bytes, remaining_s: float) -> bytes:
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsonbytes.dumps(value)
 
 
 # The part of an envelope that repeats for every event of a (source, content type, topic,

@@ -20,6 +20,22 @@ def error(resp: httpx.Response) -> str:
 
 @pytest.mark.parametrize("store", STORES)
 class TestSaveGetDelete:
+    async def test_a_lone_surrogate_escape_is_kept(self, http: httpx.AsyncClient,
+                                                   store: str) -> None:
+        # JSON may spell half a surrogate pair ("\\ud800"); it is stored as that escape (was
+        # a 500 with a traceback: UTF-8 cannot encode it).
+        body = b'[{"key":"half","value":{"s":"a\\ud800b"}},{"key":"bulk","value":"\\udfff"}]'
+        r = await http.post(f"/v1.0/state/{store}", content=body,
+                            headers={"content-type": "application/json"})
+        assert r.status_code == 204, r.text
+        got = await http.get(f"/v1.0/state/{store}/half")
+        assert got.status_code == 200
+        assert got.content == b'{"s":"a\\ud800b"}'
+        bulk = await http.post(f"/v1.0/state/{store}/bulk", json={"keys": ["bulk", "half"]})
+        assert bulk.status_code == 200, bulk.text
+        assert {x["key"]: x["data"] for x in bulk.json()} == {
+            "bulk": "\udfff", "half": {"s": "a\ud800b"}}
+
     async def test_json_values_round_trip(self, http: httpx.AsyncClient, store: str) -> None:
         values = {
             "s": "hello",

@@ -26,6 +26,7 @@ from edge_runtime import errors as E
 from edge_runtime.errors import APIError
 from edge_runtime.observability import tracing
 from edge_runtime.observability.metrics import HTTP_REQUESTS
+from edge_runtime.support import jsonbytes
 
 log = logging.getLogger("edge_runtime.api.http")
 
@@ -82,7 +83,7 @@ class Response:
     @classmethod
     def json(cls, value: Any, status: int = 200) -> Response:
         """A JSON body."""
-        return cls(status, json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+        return cls(status, jsonbytes.dumps(value))
 
 
 Handler = Callable[[Request], Awaitable[Response]]

@@ -11,10 +11,11 @@ from edge_runtime import errors as E
 from edge_runtime.api.http.app import JSON, Request, Response, Route, route
 from edge_runtime.api.universal import BulkItem, StateItem, StateResult, TransactionOp, Universal
 from edge_runtime.errors import APIError
+from edge_runtime.support import jsonbytes
 
 
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return jsonbytes.dumps(value)
 
 
 def _field(obj: Mapping[str, Any], name: str) -> Any:
