@@ -275,16 +275,18 @@ class Outbox:
         def unit(conn: sqlite3.Connection) -> list[tuple[list[int], int, int]]:
             return [o._insert(conn, batch, drop) for o, batch, _, drop in reserved]
 
+        fut = self.db.submit(
+            unit, size=sum(r[2] for r in reserved), durable=_strictest(o for o, _ in plans))
         try:
-            results = await self.db.write(
-                unit, size=sum(r[2] for r in reserved), durable=_strictest(o for o, _ in plans))
-        except BaseException:
-            for outbox, batch, size, _ in reserved:
-                outbox._unreserve(len(batch), size)
+            results = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # The caller gave up, the unit did not: count the rows by what the commit did.
+            fut.add_done_callback(lambda done: _settle(reserved, done))
             raise
-        for (outbox, batch, _, _), (_, dropped, dropped_bytes) in zip(
-                reserved, results, strict=True):
-            outbox._appended_now(len(batch), dropped, dropped_bytes)
+        except BaseException:
+            _settle(reserved, fut)
+            raise
+        _settle(reserved, fut)
         return results[0][0]
 
     def _unreserve(self, n: int, size: int) -> None:
@@ -420,3 +422,17 @@ def _strictest(outboxes: Iterable[Outbox]) -> bool | None:
     if True in settings:
         return True
     return None if None in settings else False
+
+
+def _settle(
+    reserved: Sequence[tuple[Outbox, Sequence[Item], int, tuple[int, int]]],
+    done: asyncio.Future[list[tuple[list[int], int, int]]],
+) -> None:
+    """Count an append's rows in (committed) or back out (failed, or never run)."""
+    if done.cancelled() or done.exception() is not None:
+        for outbox, batch, size, _ in reserved:
+            outbox._unreserve(len(batch), size)
+        return
+    for (outbox, batch, _, _), (_, dropped, dropped_bytes) in zip(
+            reserved, done.result(), strict=True):
+        outbox._appended_now(len(batch), dropped, dropped_bytes)

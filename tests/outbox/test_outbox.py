@@ -52,19 +52,37 @@ async def test_append_claim_ack_in_order(db: Database) -> None:
     assert box.count == 3
 
 
+async def test_an_append_whose_caller_gave_up_is_counted_by_what_committed(
+    db: Database,
+) -> None:
+    # The writer does not take a queued unit back when its caller is cancelled: the rows may
+    # still commit. The outbox's count must follow the commit (it used to be lowered as if
+    # nothing was written, so the limit let more in than maxMessages).
+    box = await make(db)
+    task = asyncio.ensure_future(box.append([Item("t", b"x"), Item("t", b"y")]))
+    await asyncio.sleep(0)  # the unit is queued
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await box.append([Item("t", b"z")])  # committed after the cancelled one
+    await asyncio.sleep(0.05)
+    assert len(await box.claim(0, 10)) == 3
+    assert box.count == 3
+
+
 async def test_durability_per_outbox_and_deletes_without_fsync(db: Database) -> None:
     seen: list[tuple[str, int]] = []
-    real = db.write
+    real = db.submit  # write() goes through submit() too
 
-    async def spy(fn, *, size=0, durable=None):  # type: ignore[no-untyped-def]
+    def spy(fn, *, size=0, durable=None):  # type: ignore[no-untyped-def]
         def unit(conn):  # type: ignore[no-untyped-def]
             seen.append((getattr(fn, "__name__", "?"), conn.execute("PRAGMA synchronous")
                          .fetchone()[0]))
             return fn(conn)
 
-        return await real(unit, size=size, durable=durable)
+        return real(unit, size=size, durable=durable)
 
-    db.write = spy  # type: ignore[method-assign]
+    db.submit = spy  # type: ignore[method-assign]
     normal = await make(db, durable=False)
     full = await make(db)
     await normal.append([Item("t", b"a")])
@@ -285,20 +303,20 @@ async def test_relay_rate_limit(db: Database) -> None:
 
 async def test_a_tee_commits_as_durably_as_its_strictest_outbox(db: Database) -> None:
     seen: list[int] = []
-    real = db.write
+    real = db.submit  # write() goes through submit() too
 
-    async def spy(fn, *, size=0, durable=None):  # type: ignore[no-untyped-def]
+    def spy(fn, *, size=0, durable=None):  # type: ignore[no-untyped-def]
         def unit(conn):  # type: ignore[no-untyped-def]
             seen.append(conn.execute("PRAGMA synchronous").fetchone()[0])
             return fn(conn)
 
-        return await real(unit, size=size, durable=durable)
+        return real(unit, size=size, durable=durable)
 
     loose = await make(db, durable=False)
     strict = Outbox(db, "cloud", durable=True)
     await strict.open()
     loose.tee = lambda items: [(strict, list(items))]
-    db.write = spy  # type: ignore[method-assign]
+    db.submit = spy  # type: ignore[method-assign]
     await loose.append([Item("t", b"a")])
     assert seen == [2]  # FULL: the copy's outbox asks for an fsync
     assert [r.payload for r in await strict.claim(0, 10)] == [b"a"]
