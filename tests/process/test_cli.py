@@ -374,12 +374,13 @@ def test_outbox_command_shows_the_backlog(tmp_path: Path) -> None:
 # cloud sync's CBOR, uvicorn's WebSocket protocols and command line (click, multiprocessing),
 # the GPIO/serial/mDNS libraries, prometheus_client's exposition module (its HTTP servers and
 # push client: we render /metrics ourselves), decimal (one config value format) and
-# importlib.resources (the OpenAPI document), imported where used.
+# importlib.resources (the OpenAPI document), imported where used, and the idna codec
+# (CPython's resolver encodes a str host with it; paho's connect passes ASCII hosts as bytes).
 LEAN_NEVER = (
     "grpc", "dapr", "google.protobuf", "httpx", "cbor2", "wsproto", "websockets", "gpiod",
     "serial", "zeroconf", "click", "multiprocessing", "uvicorn.main", "uvicorn.supervisors",
     "prometheus_client.exposition", "http.server", "wsgiref", "decimal", "importlib.resources",
-    "edge_runtime.api.grpc", "edge_runtime.cloudsync.client",
+    "encodings.idna", "stringprep", "edge_runtime.api.grpc", "edge_runtime.cloudsync.client",
     "edge_runtime.runtime.cloud", "edge_runtime.bindings.gpio", "edge_runtime.bindings.serial",
 )
 
