@@ -28,16 +28,9 @@ from typing import IO
 
 import httpx
 
-STATE = """\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: statestore}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {name: connectionString, value: state.db}
-"""
+from tests.support.components import SQLITE_STATESTORE
+
+STATE = SQLITE_STATESTORE
 
 PUBSUB = """\
 apiVersion: dapr.io/v1alpha1

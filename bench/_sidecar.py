@@ -10,16 +10,9 @@ from pathlib import Path
 
 import httpx
 
-COMPONENT = """\
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: statestore}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {name: connectionString, value: state.db}
-"""
+from tests.support.components import SQLITE_STATESTORE
+
+COMPONENT = SQLITE_STATESTORE
 
 
 def mqtt_component(url: str, client_id: str) -> str:

@@ -20,20 +20,11 @@ from dapr.clients.grpc._state import Concurrency, StateOptions
 
 from tests.api.conftest import Sidecar, StartSidecar
 from tests.api.test_publish_http import PUBSUB, Catcher
+from tests.support.components import SQLITE_STATESTORE
 
 T = TypeVar("T")
 
-COMPONENTS = """
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: statestore}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {name: connectionString, value: state.db}
----
-""" + PUBSUB.lstrip("\n")
+COMPONENTS = "\n" + SQLITE_STATESTORE + "---\n" + PUBSUB.lstrip("\n")
 
 
 class Sdk:

@@ -14,19 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.components import SQLITE_STATESTORE
 from tests.support.sidecar import ManagedProcess, SidecarProcess, stopped_at_the_end
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPONENTS = """
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: statestore}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {name: connectionString, value: state.db}
-"""
+COMPONENTS = "\n" + SQLITE_STATESTORE
 HAS_HTTPTOOLS = importlib.util.find_spec("httptools") is not None
 
 

@@ -20,18 +20,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.components import SQLITE_STATESTORE
+
 TOKEN = "hostile-api-token-7f3e9c"  # a test token, grepped for in the logs
 
-COMPONENTS = """
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: statestore}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {name: connectionString, value: state.db}
----
+COMPONENTS = "\n" + SQLITE_STATESTORE + """---
 apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata: {name: memstore}

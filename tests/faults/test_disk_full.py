@@ -29,6 +29,7 @@ import pytest
 from dapr.proto.runtime.v1 import dapr_pb2_grpc, pubsub_pb2
 
 from tests.faults._storage import TOPIC, Counts, Recorder, drained, pubsub_component
+from tests.support.components import SQLITE_STATESTORE
 from tests.support.mosquitto import Mosquitto, require_mosquitto
 from tests.support.sidecar import SidecarProcess
 
@@ -125,17 +126,7 @@ async def until_accepted(flow: Flow, c: httpx.AsyncClient, limit_s: float = 10) 
     raise AssertionError(f"publishing did not resume: {flow.statuses}")
 
 
-STATE = """
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: statestore}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {name: connectionString, value: state.db}
-"""
+STATE = "\n---\n" + SQLITE_STATESTORE
 
 
 async def test_disk_full(tmp_path: Path, tmpfs: Path) -> None:
