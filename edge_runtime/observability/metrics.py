@@ -108,6 +108,13 @@ OUTBOX_DROPPED = Counter(
     ["relay", "reason"],
     registry=REGISTRY,
 )
+OUTBOX_UNWRITTEN = Counter(
+    "edge_runtime_outbox_unwritten",
+    "Outbox messages the far side acknowledged before their commit ran (the fast lane):"
+    " never written to storage.",
+    ["relay"],
+    registry=REGISTRY,
+)
 OUTBOX_RESENDS = Counter(
     "edge_runtime_outbox_resends",
     "Times a relay went back to its oldest unacknowledged message after a failure.",

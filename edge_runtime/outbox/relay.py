@@ -14,6 +14,21 @@ it is full, until the delete commits). Each delete is a commit that rewrites the
 empties; one per burst instead of one per message or two is most of what the publisher writes
 to flash at a steady rate. A delete
 lost to a crash only means those messages are sent again (at least once), never lost.
+
+The fast lane (``fast_lane=True``: a far side whose ack means the message is kept, e.g. an
+MQTT broker at QoS 1). While the relay is caught up (it has sent everything committed, no
+append through the table is pending, it has not failed, the far side is connected, the window
+has room and there is no ``drainRateLimit``) an append is handed to it in memory
+(:meth:`Relay.offer`) and sent at once, while the append's unit waits in the commit window.
+The append returns at its commit or when every message was acknowledged, whichever is first;
+rows acknowledged before the unit runs are never written (no page written, no page deleted:
+most of the publisher's flash writes, when the far side answers within the commit window).
+Rows written anyway (the ack came later) are deleted with the batched deletes. The drain's
+cursor moves past the messages sent in memory, so reading the table never sends them again;
+anything else (a failure, a backlog, a full window) closes the lane and every append goes
+through the table until the relay has caught up. After a failure the relay waits until every
+unit of a message it took in memory has run (each unacknowledged row is then committed) before
+it reads the table again from the start: such messages are resent (duplicates, never a loss).
 """
 
 from __future__ import annotations
@@ -23,10 +38,11 @@ import contextlib
 import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from edge_runtime.observability.metrics import OUTBOX_DELIVERED, OUTBOX_DROPPED, OUTBOX_RESENDS
-from edge_runtime.outbox.store import Outbox, Row
+from edge_runtime.outbox.store import Handover, Outbox, Row
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +63,8 @@ class Relay:
         self, outbox: Outbox, send: Send, wait_ready: Callable[[], Awaitable[None]], *,
         window: int = 100, rate_limit: float | None = None, batch: int = 500,
         retry_delay_s: float = 1.0, start_send: StartSend | None = None,
-        ack_delay_s: float = 1.0,
+        ack_delay_s: float = 1.0, fast_lane: bool = False,
+        connected: Callable[[], bool] | None = None,
     ) -> None:
         self.outbox = outbox
         self._send = send
@@ -67,6 +84,46 @@ class Relay:
         self._failed = asyncio.Event()
         self._delivered = OUTBOX_DELIVERED.labels(outbox.relay)
         self._expired = OUTBOX_DROPPED.labels(outbox.relay, "expired")
+        # The fast lane (see the module docstring).
+        self._connected = connected
+        self._lane_open = False
+        self._fast: deque[tuple[Handover, int]] = deque()  # taken in memory, not yet sent
+        self._hands: set[Handover] = set()  # taken in memory, their unit not yet run
+        self._kick = asyncio.Event()
+        self._window: _Window | None = None
+        if fast_lane and rate_limit is None:
+            outbox.lane = self
+
+    def offer(self, hand: Handover) -> bool:
+        """Take ``hand``'s messages in memory and send them at once, if caught up (see the
+        module docstring); False: they go through the table."""
+        window = self._window
+        if not self._lane_open or window is None or self._failed.is_set():
+            return False
+        n = len(hand.items)
+        if ((self._connected is not None and not self._connected())
+                or window.used + len(self._fast) + n > window.size):
+            self._lane_open = False
+            return False
+        self._fast.extend((hand, i) for i in range(n))
+        self._hands.add(hand)
+        self._kick.set()
+        return True
+
+    def close(self) -> None:
+        """An append went through the table: take nothing in memory until it was read."""
+        self._lane_open = False
+
+    def committed(self, hand: Handover) -> None:
+        """``hand``'s unit ran: delete (in the next batch) the rows it wrote whose message
+        was acknowledged already (those acknowledged later are deleted as they are)."""
+        if hand not in self._hands:
+            return
+        self._hands.discard(hand)
+        written = hand.written or frozenset()
+        for i, acked in enumerate(hand.acked):
+            if acked and hand.first + i in written:
+                self._done(hand.row(i))
 
     def start(self) -> None:
         """Start draining in the background."""
@@ -103,21 +160,39 @@ class Relay:
         window = _Window(self.window)
         inflight: set[asyncio.Future[None]] = set()
         self._failed.clear()
+        self._window = window
         cursor = 0
         tokens, last = float(self.window), time.monotonic()
+        outbox = self.outbox
         try:
             while not self._failed.is_set():
-                self.outbox.appended.clear()
-                rows = await self.outbox.claim(cursor, self.batch)
-                if not rows:
+                self._kick.clear()
+                batch: list[tuple[Row, Handover | None, int]]
+                if self._fast:
+                    batch = [(hand.row(i), hand, i) for hand, i in self._fast]
+                    self._fast.clear()
+                elif self._lane_open:
                     await self._idle()
                     continue
-                for row in rows:
-                    cursor = row.seq
+                else:
+                    outbox.appended.clear()
+                    quiet = outbox.table_units == 0
+                    rows = await outbox.claim(cursor, self.batch)
+                    if not rows:
+                        # Caught up: nothing committed is unsent and no append through the
+                        # table is pending (one queued meanwhile would have closed the lane).
+                        if (outbox.lane is self and quiet and outbox.table_units == 0
+                                and not self._failed.is_set()):
+                            self._lane_open = True
+                        await self._idle()
+                        continue
+                    batch = [(row, None, 0) for row in rows]
+                for row, hand, i in batch:
+                    cursor = max(cursor, row.seq)
                     if row.expired:
                         self._expired.inc()
                         log.warning("outbox %s: message %d expired before delivery; dropped",
-                                    self.outbox.relay, row.seq)
+                                    outbox.relay, row.seq)
                         self._done(row)
                         continue
                     if self.rate_limit:
@@ -135,26 +210,44 @@ class Relay:
                         self._fail(row, exc)
                         break
                     inflight.add(fut)
-                    fut.add_done_callback(functools.partial(self._settled, row, window, inflight))
+                    fut.add_done_callback(
+                        functools.partial(self._settled, row, window, inflight, hand, i))
         finally:
+            self._lane_open = False
+            self._window = None
+            # Messages taken in memory and not sent: their units commit them (not acked).
+            self._fast.clear()
             if inflight:
                 await asyncio.gather(*inflight, return_exceptions=True)
+            # Every message taken in memory and not acknowledged is in the table once its
+            # unit ran (units run in sequence order): wait for them before the next drain
+            # reads the table from the start, and so that the delivered ones written anyway
+            # are deleted with the flush below.
+            units = [h.unit for h in self._hands if h.unit is not None]
+            if units:
+                await asyncio.gather(*units, return_exceptions=True)
             await self._flush_acks()
 
     async def _send_in_task(self, row: Row) -> asyncio.Future[None]:
         return asyncio.ensure_future(self._send(row))
 
     def _settled(self, row: Row, window: _Window, inflight: set[asyncio.Future[None]],
-                 fut: asyncio.Future[None]) -> None:
+                 hand: Handover | None, i: int, fut: asyncio.Future[None]) -> None:
         inflight.discard(fut)
         window.release()
         if fut.cancelled():
+            self._lane_open = False
             self._failed.set()
         elif (exc := fut.exception()) is not None:
             self._fail(row, exc)
         else:
-            self._done(row)
             self._delivered.inc()
+            if hand is None:
+                self._done(row)
+                return
+            hand.ack(i)  # its row is not written if the unit has not run yet
+            if hand.written is not None and row.seq in hand.written:
+                self._done(row)  # written before the ack came: delete it
 
     def _done(self, row: Row) -> None:
         """``row`` may be deleted: with the next batch of deletes (see the module docstring).
@@ -171,18 +264,21 @@ class Relay:
         if not self._failed.is_set():
             log.info("relay %s: send of message %d failed (%s); will resend",
                      self.outbox.relay, row.seq, exc)
+        self._lane_open = False
         self._failed.set()
 
     async def _idle(self) -> None:
         """Wait for new rows (or a second, to look at TTLs and failures again)."""
         waiter = asyncio.ensure_future(self.outbox.appended.wait())
         failed = asyncio.ensure_future(self._failed.wait())
+        kick = asyncio.ensure_future(self._kick.wait())
         try:
-            await asyncio.wait([waiter, failed], timeout=1.0,
+            await asyncio.wait([waiter, failed, kick], timeout=1.0,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
             failed.cancel()
+            kick.cancel()
 
     async def _throttle(self, tokens: float, last: float) -> tuple[float, float]:
         """Token bucket: ``rate_limit`` per second, bursts up to ``window``."""

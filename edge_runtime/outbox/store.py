@@ -22,6 +22,7 @@ rows in the same transaction and counts them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -31,11 +32,15 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
-from edge_runtime.observability.metrics import OUTBOX_APPENDED, OUTBOX_DROPPED
+from edge_runtime.observability.metrics import (
+    OUTBOX_APPENDED,
+    OUTBOX_DROPPED,
+    OUTBOX_UNWRITTEN,
+)
 from edge_runtime.support.bootid import read_boot_id
-from edge_runtime.support.sqlitedb import Database, Migration, get_meta, set_meta
+from edge_runtime.support.sqlitedb import Database, DBError, Migration, get_meta, set_meta
 from edge_runtime.support.sqlmarks import in_list
 
 log = logging.getLogger(__name__)
@@ -149,6 +154,12 @@ class Outbox:
         self.bytes = 0
         self.appended = asyncio.Event()
         self._appended = OUTBOX_APPENDED.labels(relay)
+        self._unwritten = OUTBOX_UNWRITTEN.labels(relay)
+        # The relay taking appends in memory while it is caught up (the fast lane), if any.
+        self.lane: Lane | None = None
+        # Appends through the table queued and not yet settled (the fast lane stays closed
+        # until the relay has read them back).
+        self.table_units = 0
         t = f'"{self.table}"'
         self._sql_insert = (
             f"INSERT INTO {t}(seq, topic, payload, metadata, size, created_at, ttl_s, boot_id,"
@@ -202,16 +213,21 @@ class Outbox:
                 top = max(top, int(row[0]))
         return top + 1
 
-    def _take_seqs(self, conn: sqlite3.Connection, n: int) -> int:
-        """The first of ``n`` new sequence numbers (in the writer's transaction). The block's
-        top is read from ``_meta`` each time rather than remembered, so a transaction rolled
-        back (with its reservation) cannot leave the memory ahead of the file."""
+    def _take_seqs(self, n: int) -> int:
+        """The first of ``n`` new sequence numbers, handed out on the loop's thread when an
+        append is made (so a message can be sent before its row is written, and units, queued
+        in the same order, commit in sequence order). :meth:`_persist_top` records them."""
         first = self._seq.next
-        last = first + n - 1
+        self._seq.next = first + n
+        return first
+
+    def _persist_top(self, conn: sqlite3.Connection, last: int) -> None:
+        """Keep the reserved block's top above ``last`` in ``_meta`` (in the writer's
+        transaction, also when none of the unit's rows is written). The top is read from
+        ``_meta`` each time rather than remembered, so a transaction rolled back (with its
+        reservation) cannot leave the memory ahead of the file."""
         if last > int(get_meta(conn, self._seq_key) or 0):
             set_meta(conn, self._seq_key, str(last + SEQ_BLOCK))
-        self._seq.next = last + 1
-        return first
 
     def _rebase(self, conn: sqlite3.Connection) -> None:
         now, t = self._mono(), f'"{self.table}"'
@@ -250,10 +266,14 @@ class Outbox:
     async def append(self, items: Sequence[Item]) -> list[int]:
         """Store ``items`` durably, in order; their sequence numbers.
 
-        Raises :class:`OutboxFullError` (nothing written) when they do not fit and ``on_full``
-        is ``reject``; :class:`~edge_runtime.errors.StorageFullError` for a full disk. When
-        :attr:`tee` is set, the copies it returns go into their (same-file) tables in the
-        same transaction: all rows commit, or none do.
+        Returns once the rows are committed, or (the fast lane, see :class:`Lane`) once the
+        broker acknowledged every one of them, whichever comes first: both mean the messages
+        are kept somewhere durable. Raises :class:`OutboxFullError` (nothing written) when they
+        do not fit and ``on_full`` is ``reject``; :class:`~edge_runtime.errors.StorageFullError`
+        for a full disk (when that comes before the broker's ack: the messages may still
+        arrive). When :attr:`tee` is set, the copies it returns go into their (same-file)
+        tables in the same transaction: all rows commit, or none do (such an append never
+        takes the fast lane).
         """
         plans = [(self, items)]
         if self.tee is not None:
@@ -262,38 +282,65 @@ class Outbox:
                     raise ValueError(f"outbox {other.relay} is not in {self.relay}'s database")
                 if more:
                     plans.append((other, more))
-        reserved: list[tuple[Outbox, Sequence[Item], int, tuple[int, int]]] = []
+        reserved: list[tuple[Outbox, Handover, int, tuple[int, int]]] = []
         try:
             for outbox, batch in plans:
                 size = sum(i.size for i in batch)
-                reserved.append((outbox, batch, size, outbox._reserve(len(batch), size)))
+                drop = outbox._reserve(len(batch), size)
+                # Sequence numbers now, on the loop's thread, in the order the units queue.
+                hand = Handover(outbox, batch, outbox._take_seqs(len(batch)))
+                reserved.append((outbox, hand, size, drop))
         except OutboxFullError:
-            for outbox, batch, size, _ in reserved:
-                outbox._unreserve(len(batch), size)
+            for outbox, hand, size, _ in reserved:
+                outbox._unreserve(len(hand.items), size)
             raise
 
         def unit(conn: sqlite3.Connection) -> list[tuple[list[int], int, int]]:
-            return [o._insert(conn, batch, drop) for o, batch, _, drop in reserved]
+            return [o._insert(conn, hand, drop) for o, hand, _, drop in reserved]
 
-        fut = self.db.submit(
-            unit, size=sum(r[2] for r in reserved), durable=_strictest(o for o, _ in plans))
         try:
-            results = await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            # The caller gave up, the unit did not: count the rows by what the commit did.
-            fut.add_done_callback(lambda done: _settle(reserved, done))
-            raise
+            fut = self.db.submit(
+                unit, size=sum(r[2] for r in reserved),
+                durable=_strictest(o for o, _ in plans))
         except BaseException:
-            _settle(reserved, fut)
+            for outbox, hand, size, _ in reserved:
+                outbox._unreserve(len(hand.items), size)
             raise
-        _settle(reserved, fut)
-        return results[0][0]
+        # Counted by what the commit did, whatever the caller does meanwhile (it may be
+        # cancelled: the writer does not take a queued unit back).
+        fut.add_done_callback(functools.partial(_settle, reserved))
+        hand = reserved[0][1]
+        hand.unit = fut
+        lane = self.lane
+        hand.offered = (lane is not None and len(reserved) == 1 and reserved[0][3] == (0, 0)
+                        and lane.offer(hand))
+        if not hand.offered:
+            # Through the table: the relay reads these rows back once they are committed.
+            for outbox, _, _, _ in reserved:
+                outbox._through_table(fut)
+            await asyncio.shield(fut)
+            return hand.seqs()
+        await hand.answer  # committed, or every message acknowledged by the far side
+        return hand.seqs()
+
+    def _through_table(self, fut: asyncio.Future[Any]) -> None:
+        """An append goes through the table: the fast lane closes until the relay has read
+        it (and everything committed before it) back."""
+        self.table_units += 1
+        if self.lane is not None:
+            self.lane.close()
+        fut.add_done_callback(self._table_unit_done)
+
+    def _table_unit_done(self, _: asyncio.Future[Any]) -> None:
+        self.table_units -= 1
+        self.appended.set()
 
     def _unreserve(self, n: int, size: int) -> None:
         self.count -= n
         self.bytes -= size
 
-    def _appended_now(self, n: int, dropped: int, dropped_bytes: int) -> None:
+    def _appended_now(self, n: int, dropped: int, dropped_bytes: int, *,
+                      signal: bool = True) -> None:
         if dropped:
             self.count -= dropped
             self.bytes -= dropped_bytes
@@ -301,7 +348,8 @@ class Outbox:
             log.warning("outbox %s full: dropped the %d oldest message(s) (onFull: dropOldest)",
                         self.relay, dropped)
         self._appended.inc(n)
-        self.appended.set()
+        if signal:  # rows were written for the relay to read
+            self.appended.set()
 
     def filling(self) -> bool:
         """Half full or more (by rows or bytes): the relay then deletes what was delivered at
@@ -325,8 +373,11 @@ class Outbox:
         return max(over_n, 0), max(over_b, 0)
 
     def _insert(
-        self, conn: sqlite3.Connection, items: Sequence[Item], drop: tuple[int, int]
+        self, conn: sqlite3.Connection, hand: Handover, drop: tuple[int, int]
     ) -> tuple[list[int], int, int]:
+        """Write ``hand``'s rows but those the far side already acknowledged (the fast lane;
+        ``hand.acked`` is set on the loop's thread before anything is answered); (the sequence
+        numbers written, rows dropped, bytes dropped)."""
         dropped = dropped_bytes = 0
         rows, need = drop
         while dropped < rows or dropped_bytes < need:
@@ -340,18 +391,22 @@ class Outbox:
                 break
             dropped += len(oldest)
             dropped_bytes += sum(r[0] for r in oldest)
+        first, items, acked = hand.first, hand.items, hand.acked
+        # Kept even when no row is written: sequence numbers are never reused.
+        self._persist_top(conn, first + len(items) - 1)
+        keep = [(first + i, item) for i, item in enumerate(items) if not acked[i]]
+        if not keep:
+            return [], dropped, dropped_bytes
         self._maybe_checkpoint(conn)
         now, mono = time.time(), self._mono()
-        first = self._take_seqs(conn, len(items))
-        seqs = list(range(first, first + len(items)))
         conn.executemany(self._sql_insert, [
             (seq, item.topic, item.payload,
              json.dumps(item.metadata) if item.metadata else "{}", item.size, now, item.ttl_s,
              _BOOT_ID if item.ttl_s is not None else None,
              mono + item.ttl_s if item.ttl_s is not None else None)
-            for seq, item in zip(seqs, items, strict=True)
+            for seq, item in keep
         ])
-        return seqs, dropped, dropped_bytes
+        return [seq for seq, _ in keep], dropped, dropped_bytes
 
     async def claim(self, after: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows with ``seq > after``, in order (nothing is locked or removed)."""
@@ -425,14 +480,105 @@ def _strictest(outboxes: Iterable[Outbox]) -> bool | None:
 
 
 def _settle(
-    reserved: Sequence[tuple[Outbox, Sequence[Item], int, tuple[int, int]]],
+    reserved: Sequence[tuple[Outbox, Handover, int, tuple[int, int]]],
     done: asyncio.Future[list[tuple[list[int], int, int]]],
 ) -> None:
-    """Count an append's rows in (committed) or back out (failed, or never run)."""
+    """Count an append's rows in (committed; less those the far side acknowledged first,
+    never written) or back out (failed, or never run), and answer a fast-lane append."""
     if done.cancelled() or done.exception() is not None:
-        for outbox, batch, size, _ in reserved:
-            outbox._unreserve(len(batch), size)
+        exc = None if done.cancelled() else done.exception()
+        for outbox, hand, size, _ in reserved:
+            outbox._unreserve(len(hand.items), size)
+            if hand.all_acked():  # answered by the far side: appended all the same
+                outbox._appended.inc(len(hand.items))
+            hand.committed(frozenset(), exc or DBError("the outbox write was cancelled"))
         return
-    for (outbox, batch, _, _), (_, dropped, dropped_bytes) in zip(
+    for (outbox, hand, _, _), (written, dropped, dropped_bytes) in zip(
             reserved, done.result(), strict=True):
-        outbox._appended_now(len(batch), dropped, dropped_bytes)
+        n = len(hand.items)
+        outbox._appended_now(n, dropped, dropped_bytes, signal=bool(written))
+        if len(written) < n:
+            kept = set(written)
+            unwritten = [i for i in range(n) if hand.first + i not in kept]
+            outbox.count -= len(unwritten)
+            outbox.bytes -= sum(hand.items[i].size for i in unwritten)
+            outbox._unwritten.inc(len(unwritten))
+        hand.committed(frozenset(written), None)
+
+
+class Handover:
+    """The rows of one append, in memory: what its unit writes, and what the relay sends at
+    once when the append takes the fast lane (see :class:`Lane`).
+
+    ``acked[i]`` is set on the loop's thread when the far side acknowledged message ``i``,
+    before anything is answered; the writer thread reads it when the unit runs and skips
+    those rows. ``written`` is the sequence numbers the unit wrote, once it ran (the relay
+    deletes those of them it delivered, with its batched deletes).
+    """
+
+    __slots__ = ("_left", "acked", "answer", "first", "items", "offered", "outbox", "unit",
+                 "written")
+
+    def __init__(self, outbox: Outbox, items: Sequence[Item], first: int) -> None:
+        self.outbox = outbox
+        self.items = items
+        self.first = first
+        self.acked = [False] * len(items)
+        self._left = len(items)
+        self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.written: frozenset[int] | None = None
+        self.offered = False  # taken by the fast lane: the append waits on ``answer``
+        self.unit: asyncio.Future[Any] | None = None  # the append's unit, once queued
+
+    def seqs(self) -> list[int]:
+        """The sequence numbers of the items, in order."""
+        return list(range(self.first, self.first + len(self.items)))
+
+    def row(self, i: int) -> Row:
+        """Item ``i`` as the relay sends it (fresh: never expired)."""
+        item = self.items[i]
+        return Row(self.first + i, item.topic, item.payload, item.metadata, item.size, False)
+
+    def all_acked(self) -> bool:
+        """Every message acknowledged by the far side."""
+        return self._left == 0
+
+    def ack(self, i: int) -> None:
+        """The far side acknowledged message ``i``: its row need not be written, and once
+        every message is acknowledged the append is answered (before its commit)."""
+        if not self.acked[i]:
+            self.acked[i] = True  # before the answer: the writer must see it set
+            self._left -= 1
+            if self._left == 0 and not self.answer.done():
+                self.answer.set_result(None)
+
+    def committed(self, written: frozenset[int], exc: BaseException | None) -> None:
+        """The unit ran (``exc``: it failed and wrote nothing): answer the append unless the
+        far side did first, and tell the relay what was written."""
+        self.written = written
+        if self.offered and not self.answer.done():
+            if exc is None:
+                self.answer.set_result(None)
+            else:
+                self.answer.set_exception(exc)
+        lane = self.outbox.lane
+        if lane is not None:
+            lane.committed(self)
+
+
+class Lane(Protocol):
+    """A relay that takes appends in memory while it is caught up (the fast lane).
+
+    :meth:`offer` is called on the loop's thread right after the append's unit was queued;
+    when it returns True the relay sends the messages (in sequence order, after everything
+    it sent before) and calls :meth:`Handover.ack` for each acknowledged one. The unit still
+    commits the rows whose ack has not come when it runs (a send that fails is then resent
+    from the table, as any row). :meth:`close` says a row went through the table: take
+    nothing in memory until it was read back. :meth:`committed` is called once the unit ran.
+    """
+
+    def offer(self, hand: Handover) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def committed(self, hand: Handover) -> None: ...

@@ -193,8 +193,13 @@ class Builder:
                 return fut
 
         window = int(getattr(pubsub, "inflight", 100) or 100)
+        # The fast lane (edge_runtime/outbox/relay.py) when the far side's ack means it keeps
+        # the message (MQTT at QoS 1 or 2).
+        fast = bool(getattr(pubsub, "acks_keep_messages", False))
+        connected = getattr(pubsub, "is_connected", None)
         return Relay(outbox, send, pubsub.wait_connected, window=window,
-                     rate_limit=settings.drain_rate_limit, start_send=start_send)
+                     rate_limit=settings.drain_rate_limit, start_send=start_send,
+                     fast_lane=fast, connected=connected)
 
     def _prefix(self, ctx: ComponentContext) -> KeyPrefix:
         strategy = ctx.metadata.text("keyPrefix")

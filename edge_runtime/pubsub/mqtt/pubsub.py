@@ -101,6 +101,16 @@ class MqttPubSub:
         """Whether the broker accepted our connection and it is up now."""
         return self.client.connected
 
+    def is_connected(self) -> bool:
+        """:attr:`connected` as a call (what the outbox relay's fast lane asks)."""
+        return self.client.connected
+
+    @property
+    def acks_keep_messages(self) -> bool:
+        """Whether the broker's ack of a publish means it took the message (QoS 1 or 2): the
+        outbox relay may then answer a publish on the ack before its row is committed."""
+        return self.settings.metadata.qos >= 1
+
     @property
     def last_error(self) -> str:
         """Why the last connection attempt failed or the connection ended; "" once connected
