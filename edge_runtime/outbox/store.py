@@ -298,28 +298,40 @@ class Outbox:
         def unit(conn: sqlite3.Connection) -> list[tuple[list[int], int, int]]:
             return [o._insert(conn, hand, drop) for o, hand, _, drop in reserved]
 
-        try:
+        def submit() -> asyncio.Future[list[tuple[list[int], int, int]]]:
             fut = self.db.submit(
-                unit, size=sum(r[2] for r in reserved),
-                durable=_strictest(o for o, _ in plans))
-        except BaseException:
-            for outbox, hand, size, _ in reserved:
-                outbox._unreserve(len(hand.items), size)
-            raise
-        # Counted by what the commit did, whatever the caller does meanwhile (it may be
-        # cancelled: the writer does not take a queued unit back).
-        fut.add_done_callback(functools.partial(_settle, reserved))
+                unit, size=sum(r[2] for r in reserved), durable=_strictest(o for o, _ in plans))
+            # Counted by what the commit did, whatever the caller does meanwhile (it may be
+            # cancelled: the writer does not take a queued unit back).
+            fut.add_done_callback(functools.partial(_settle, reserved))
+            return fut
+
         hand = reserved[0][1]
-        hand.unit = fut
         lane = self.lane
         hand.offered = (lane is not None and len(reserved) == 1 and reserved[0][3] == (0, 0)
                         and lane.offer(hand))
         if not hand.offered:
             # Through the table: the relay reads these rows back once they are committed.
+            try:
+                fut = submit()
+            except BaseException:
+                for outbox, h, size, _ in reserved:
+                    outbox._unreserve(len(h.items), size)
+                raise
             for outbox, _, _, _ in reserved:
                 outbox._through_table(fut)
             await asyncio.shield(fut)
             return hand.seqs()
+        # Sent from memory. The unit is queued a commit window from now, so that it waits a
+        # whole window for the broker's ack (queued now, it would join whatever commit is
+        # due next, often at once): at a quiet moment too, when the writer does not wait.
+        loop = asyncio.get_running_loop()
+        hand.unit = loop.create_future()
+        delay = self.db.commit_window_ms / 1000.0
+        if delay > 0:
+            loop.call_later(delay, _submit_later, submit, reserved, hand.unit)
+        else:
+            _submit_later(submit, reserved, hand.unit)
         await hand.answer  # committed, or every message acknowledged by the far side
         return hand.seqs()
 
@@ -506,6 +518,26 @@ def _settle(
         hand.committed(frozenset(written), None)
 
 
+def _submit_later(
+    submit: Callable[[], asyncio.Future[list[tuple[list[int], int, int]]]],
+    reserved: Sequence[tuple[Outbox, Handover, int, tuple[int, int]]],
+    ran: asyncio.Future[None],
+) -> None:
+    """Queue a fast-lane append's unit; ``ran`` resolves (never fails) once it ran."""
+    try:
+        fut = submit()
+    except Exception as exc:  # noqa: BLE001 - the database closed meanwhile: answered as failed
+        fut = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(functools.partial(_settle, reserved))
+        fut.set_exception(exc)
+    fut.add_done_callback(functools.partial(_ran, ran))
+
+
+def _ran(ran: asyncio.Future[None], _: asyncio.Future[Any]) -> None:
+    if not ran.done():
+        ran.set_result(None)
+
+
 class Handover:
     """The rows of one append, in memory: what its unit writes, and what the relay sends at
     once when the append takes the fast lane (see :class:`Lane`).
@@ -528,7 +560,7 @@ class Handover:
         self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.written: frozenset[int] | None = None
         self.offered = False  # taken by the fast lane: the append waits on ``answer``
-        self.unit: asyncio.Future[Any] | None = None  # the append's unit, once queued
+        self.unit: asyncio.Future[None] | None = None  # fast lane: resolves once the unit ran
 
     def seqs(self) -> list[int]:
         """The sequence numbers of the items, in order."""
