@@ -81,6 +81,7 @@ class Pair:
 
     def __init__(self, work: Path, broker: Mosquitto, topic: str, *extra: str) -> None:
         self.work, self.broker, self.topic, self.extra = work, broker, topic, extra
+        self.pub_url = ""  # the publisher's broker URL when not the broker's (a delay proxy)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.pub_port = self.sub_port = self.app_port = 0
 
@@ -112,7 +113,8 @@ class Pair:
     def _sidecar(self, name: str, *args: str) -> tuple[subprocess.Popen[bytes], int]:
         res = self.work / name / "components"
         res.mkdir(parents=True, exist_ok=True)
-        (res / "mqtt.yaml").write_text(mqtt_component(self.broker.url, f"bench-{name}"))
+        url = self.pub_url if name == "pub" and self.pub_url else self.broker.url
+        (res / "mqtt.yaml").write_text(mqtt_component(url, f"bench-{name}"))
         data = self.work / name / "data"
         proc = subprocess.Popen(
             [sys.executable, "-m", "edge_runtime", "run", "--app-id", name,

@@ -19,6 +19,12 @@ directory and first on their ``PYTHONPATH``, e.g. an unpacked ``git archive`` of
 ``python -m`` imports from the working directory first), interleaved with the
 same windows, so a change is compared against its baseline in one invocation on a loaded
 machine; the first tree is then the baseline of the ratio column.
+
+``--broker-delay-ms D`` puts a TCP proxy between the publisher sidecar and the broker that
+holds every chunk D ms in each direction (pipelined: the link's latency, not its rate), so a
+PUBACK comes ~2D ms after its PUBLISH, as from a remote broker. The publisher's outbox then
+writes what the broker has not acknowledged within the commit window (the fast lane's saving
+needs the broker to answer within it).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import contextlib
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,12 +45,84 @@ from bench._pair import Pair, pct, publish_at, write_bytes
 from tests.support.mosquitto import Mosquitto
 
 
+class DelayProxy:
+    """A TCP proxy on 127.0.0.1 holding each chunk ``delay_s`` before forwarding it, in its
+    own thread and loop; chunks are forwarded in order, each ``delay_s`` after it was read."""
+
+    def __init__(self, target_port: int, delay_s: float) -> None:
+        self.target_port, self.delay_s = target_port, delay_s
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def start(self) -> DelayProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the delay proxy did not start")
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._accept, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        for r, w in ((reader, up_w), (up_r, writer)):
+            task = asyncio.ensure_future(self._pump(r, w))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def forward() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                writer.write(data)
+                await writer.drain()
+
+        sender = asyncio.ensure_future(forward())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + self.delay_s, data))
+        except OSError:
+            pass
+        queue.put_nowait((0.0, b""))
+        with contextlib.suppress(OSError):
+            await sender
+        writer.close()
+
+
 def one_run(work: Path, broker: Mosquitto, window: float, rate: float, seconds: float,
             extra: list[str], verbose: bool = False,
-            conns: int = 32) -> tuple[float, float, float, float, int, int]:
+            conns: int = 32, pub_url: str = "") -> tuple[float, float, float, float, int, int]:
     """(publisher bytes/msg, subscriber bytes/msg, p50 ms, p99 ms, arrived, sent)."""
     topic = f"wear/w{window:g}".replace(".", "_")
-    with Pair(work, broker, topic, "--commit-window-ms", str(window), *extra) as pair:
+    pair = Pair(work, broker, topic, "--commit-window-ms", str(window), *extra)
+    pair.pub_url = pub_url
+    with pair:
         # Warm up (first pages of the tables, the WAL reaching its size), then measure.
         warm, _ = asyncio.run(publish_at(pair.pub_port, topic, rate, 1.0, conns=conns))
         before = settle(pair, warm)
@@ -128,6 +207,9 @@ def main() -> None:
                     help="publishing connections: at most this many publishes wait at once, so"
                          " at most this many share a commit (32 caps a 100 ms window at"
                          " 320 msg/s; use rate x window or more to keep the rate)")
+    ap.add_argument("--broker-delay-ms", type=float, default=0.0,
+                    help="hold the publisher's traffic to and from the broker this long each"
+                         " way (a remote broker)")
     ap.add_argument("--trees", default="",
                     help="source trees to run the sidecars from, comma-separated (default: "
                          "this one); each gets its own rows")
@@ -142,6 +224,8 @@ def main() -> None:
         fs = os.statvfs(work)
         broker = Mosquitto(work / "broker", extra_config="max_queued_messages 0")
         broker.start()
+        proxy = (DelayProxy(broker.port, args.broker_delay_ms / 1000).start()
+                 if args.broker_delay_ms > 0 else None)
         try:
             for rep in range(args.repeat):
                 for i, (d, w) in enumerate(windows):  # interleaved: others' load spreads
@@ -151,15 +235,20 @@ def main() -> None:
                     with _sidecar_tree(trees[int(tree)] if tree else ""):
                         results.setdefault((d, w), []).append(
                             one_run(run_dir, broker, w, args.rate, args.seconds,
-                                    [*extra, "--durability", mode], args.verbose, args.conns))
+                                    [*extra, "--durability", mode], args.verbose, args.conns,
+                                    proxy.url if proxy is not None else ""))
         finally:
+            if proxy is not None:
+                proxy.stop()
             broker.stop()
     for i, tree in enumerate(trees):
         if len(trees) > 1:
             print(f"  @{i}: sidecars from {tree}")
     print(f"wear bench: {args.rate:.0f} msg/s x {args.seconds:g}s, ~200-byte events, "
           f"durability {args.durability}, {args.repeat} runs per window (min/median/max), "
-          f"{os.cpu_count()} cores shared, fs block {fs.f_bsize}")
+          f"{os.cpu_count()} cores shared, fs block {fs.f_bsize}"
+          + (f", publisher's broker {args.broker_delay_ms:g} ms away each way"
+             if args.broker_delay_ms else ""))
     print("  mode/window ms | publisher B/msg  | subscriber B/msg | p50 ms          | p99 ms"
           "            | arrived/sent")
     base = statistics.median(r[0] + r[1] for r in results[windows[0]])
