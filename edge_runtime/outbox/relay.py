@@ -91,6 +91,7 @@ class Relay:
         self._hands: set[Handover] = set()  # taken in memory, their unit not yet run
         self._kick = asyncio.Event()
         self._window: _Window | None = None
+        self._ack_s: float | None = None  # how long acks of messages sent from memory take
         if fast_lane and rate_limit is None:
             outbox.lane = self
 
@@ -107,8 +108,14 @@ class Relay:
             return False
         self._fast.extend((hand, i) for i in range(n))
         self._hands.add(hand)
+        hand.offered_at = asyncio.get_running_loop().time()
         self._kick.set()
         return True
+
+    def quick(self, within_s: float) -> bool:
+        """Whether the far side's acks of messages sent from memory came within ``within_s``
+        lately (a moving average; True before the first)."""
+        return self._ack_s is None or self._ack_s < within_s
 
     def close(self) -> None:
         """An append went through the table: take nothing in memory until it was read."""
@@ -172,6 +179,8 @@ class Relay:
                     batch = [(hand.row(i), hand, i) for hand, i in self._fast]
                     self._fast.clear()
                 elif self._lane_open:
+                    # Caught up: rows written meanwhile are fast-lane rows already sent.
+                    outbox.appended.clear()
                     await self._idle()
                     continue
                 else:
@@ -245,6 +254,8 @@ class Relay:
             if hand is None:
                 self._done(row)
                 return
+            took = asyncio.get_running_loop().time() - hand.offered_at
+            self._ack_s = took if self._ack_s is None else 0.9 * self._ack_s + 0.1 * took
             hand.ack(i)  # its row is not written if the unit has not run yet
             if hand.written is not None and row.seq in hand.written:
                 self._done(row)  # written before the ack came: delete it

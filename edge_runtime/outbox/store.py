@@ -325,10 +325,12 @@ class Outbox:
         # Sent from memory. The unit is queued a commit window from now, so that it waits a
         # whole window for the broker's ack (queued now, it would join whatever commit is
         # due next, often at once): at a quiet moment too, when the writer does not wait.
+        # Not when the far side's acks take longer than the window (a remote broker): the row
+        # is written anyway, and the publish would wait a window more for nothing.
         loop = asyncio.get_running_loop()
         hand.unit = loop.create_future()
         delay = self.db.commit_window_ms / 1000.0
-        if delay > 0:
+        if delay > 0 and lane is not None and lane.quick(delay):
             loop.call_later(delay, _submit_later, submit, reserved, hand.unit)
         else:
             _submit_later(submit, reserved, hand.unit)
@@ -548,8 +550,8 @@ class Handover:
     deletes those of them it delivered, with its batched deletes).
     """
 
-    __slots__ = ("_left", "acked", "answer", "first", "items", "offered", "outbox", "unit",
-                 "written")
+    __slots__ = ("_left", "acked", "answer", "first", "items", "offered", "offered_at", "outbox",
+                 "unit", "written")
 
     def __init__(self, outbox: Outbox, items: Sequence[Item], first: int) -> None:
         self.outbox = outbox
@@ -560,6 +562,7 @@ class Handover:
         self.answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.written: frozenset[int] | None = None
         self.offered = False  # taken by the fast lane: the append waits on ``answer``
+        self.offered_at = 0.0  # when (the loop's clock)
         self.unit: asyncio.Future[None] | None = None  # fast lane: resolves once the unit ran
 
     def seqs(self) -> list[int]:
@@ -607,6 +610,7 @@ class Lane(Protocol):
     commits the rows whose ack has not come when it runs (a send that fails is then resent
     from the table, as any row). :meth:`close` says a row went through the table: take
     nothing in memory until it was read back. :meth:`committed` is called once the unit ran.
+    :meth:`quick` says whether acks come within ``within_s`` (seconds) lately.
     """
 
     def offer(self, hand: Handover) -> bool: ...
@@ -614,3 +618,5 @@ class Lane(Protocol):
     def close(self) -> None: ...
 
     def committed(self, hand: Handover) -> None: ...
+
+    def quick(self, within_s: float) -> bool: ...

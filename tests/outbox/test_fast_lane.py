@@ -168,7 +168,8 @@ async def test_with_a_quick_broker_almost_no_row_is_written(
         written = await side.changes() - before
         # Through the table each message is an insert and a delete (2n changes).
         assert written < n // 5, written
-        assert side.box.count == 0 and side.box.bytes == 0
+        assert side.box.count == 0
+        assert side.box.bytes == 0
         assert listener.first_arrivals() == list(range(n + 5))  # in order
         assert await side.box.claim(0, 10) == []
     finally:
@@ -313,7 +314,7 @@ async def test_rows_acknowledged_before_their_commit_are_never_written(tmp_path:
         await eventually(lambda: relay._lane_open)
         before = await db.write(lambda c: c.total_changes)
         # Hold the writer: the acks come while the units wait behind this one.
-        busy = db.submit(lambda c: time.sleep(0.3))
+        busy = db.submit(lambda _: time.sleep(0.3))
         seqs = await box.append([Item("t", b"a"), Item("t", b"b")])
         assert not busy.done()  # answered by the acks, before any commit
         assert sent == seqs
@@ -397,6 +398,74 @@ async def test_appends_through_the_table_close_the_lane_and_keep_the_order(
         await eventually(lambda: box.count == 0)
         assert sent == [str(i).encode() for i in range(10)]
         await eventually(lambda: relay._lane_open)
+    finally:
+        await relay.stop()
+        await db.close()
+
+
+async def test_with_slow_acks_the_unit_does_not_wait_a_window_for_them(tmp_path: Path) -> None:
+    """A far side slower than the commit window (a remote broker): the unit is queued at once
+    (the row is written anyway), so the publish waits no longer than through the table."""
+    db = open_database(tmp_path / "o.db", commit_window_ms=300.0)
+    await db.open()
+    box = Outbox(db, "pubsub:t")
+    await box.open()
+
+    sent: list[bytes] = []
+
+    async def send(row: Row) -> None:
+        sent.append(row.payload)
+        await asyncio.sleep(0.5)
+
+    async def ready() -> None:
+        return None
+
+    relay = Relay(box, send, ready, retry_delay_s=0.01, fast_lane=True)
+    relay.start()
+    try:
+        await eventually(lambda: relay._lane_open)
+        assert relay.quick(0.3)  # nothing measured yet
+        await box.append([Item("t", b"first")])
+        await eventually(lambda: box.count == 0)  # acked after 0.5 s: slow
+        assert not relay.quick(0.3)
+        await eventually(lambda: relay._lane_open)
+        await asyncio.sleep(0.4)  # a quiet writer: it commits a lone unit at once
+        start = time.monotonic()
+        await box.append([Item("t", b"second")])
+        assert time.monotonic() - start < 0.25  # committed at once, not after the window
+        assert sent == [b"first", b"second"]  # sent from memory all the same
+        assert box.count == 1  # and written: its ack has not come
+    finally:
+        await relay.stop()
+        await db.close()
+
+
+async def test_a_caught_up_relay_sleeps_after_a_fast_lane_row_was_written(
+    tmp_path: Path,
+) -> None:
+    """A fast-lane row written before its ack wakes the relay (rows were appended); caught
+    up, it must go back to waiting, not spin on the event."""
+    db = open_database(tmp_path / "o.db")
+    await db.open()
+    box = Outbox(db, "pubsub:t")
+    await box.open()
+
+    async def send(row: Row) -> None:
+        await asyncio.sleep(0.1)
+
+    async def ready() -> None:
+        return None
+
+    relay = Relay(box, send, ready, retry_delay_s=0.01, fast_lane=True, ack_delay_s=0.05)
+    relay.start()
+    try:
+        await eventually(lambda: relay._lane_open)
+        await box.append([Item("t", b"a")])  # committed (written) before its ack
+        await eventually(lambda: box.count == 0)
+        assert relay._lane_open
+        cpu = time.process_time()
+        await asyncio.sleep(0.5)
+        assert time.process_time() - cpu < 0.2
     finally:
         await relay.stop()
         await db.close()
