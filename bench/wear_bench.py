@@ -68,8 +68,11 @@ class DelayProxy:
         return self
 
     def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop.call_soon_threadsafe(self._shutdown)
         self._thread.join(10)
+
+    def _shutdown(self) -> None:
+        self._loop.stop()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -78,6 +81,12 @@ class DelayProxy:
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()
+        pending = asyncio.all_tasks(self._loop)
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        server.close()
+        self._loop.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -107,12 +116,14 @@ class DelayProxy:
         try:
             while data := await reader.read(65536):
                 queue.put_nowait((loop.time() + self.delay_s, data))
+            queue.put_nowait((0.0, b""))
+            with contextlib.suppress(OSError):
+                await sender
         except OSError:
             pass
-        queue.put_nowait((0.0, b""))
-        with contextlib.suppress(OSError):
-            await sender
-        writer.close()
+        finally:
+            sender.cancel()
+            writer.close()
 
 
 def one_run(work: Path, broker: Mosquitto, window: float, rate: float, seconds: float,
