@@ -1,7 +1,9 @@
 """The durable outbox: one SQLite table per relay in ``<data-dir>/outbox.db``.
 
 :meth:`Outbox.append` returns only after the rows are committed (group commit: concurrent
-appends share one fsync), which is what lets a publish answer 204. A relay reads rows in
+appends share one fsync), which is what lets a publish answer 204, or, on the fast lane (see
+:class:`Lane` and :mod:`edge_runtime.outbox.relay`), once the far side acknowledged them, if
+that came first: then the rows are not written at all. A relay reads rows in
 sequence order (:meth:`claim`) and deletes them once delivered (:meth:`ack`). Everything a
 message costs is O(1) or O(log n): the backlog's size is kept in memory (read once at open) and
 every query walks the primary key, so an outbox holding a million rows appends as fast as an
@@ -604,9 +606,10 @@ class Handover:
 class Lane(Protocol):
     """A relay that takes appends in memory while it is caught up (the fast lane).
 
-    :meth:`offer` is called on the loop's thread right after the append's unit was queued;
-    when it returns True the relay sends the messages (in sequence order, after everything
-    it sent before) and calls :meth:`Handover.ack` for each acknowledged one. The unit still
+    :meth:`offer` is called on the loop's thread when the append's sequence numbers were
+    given, before its unit is queued (a commit window later while :meth:`quick`, so that the
+    ack has that long to come first); when it returns True the relay sends the messages (in
+    sequence order, after everything it sent before) and calls :meth:`Handover.ack` for each acknowledged one. The unit still
     commits the rows whose ack has not come when it runs (a send that fails is then resent
     from the table, as any row). :meth:`close` says a row went through the table: take
     nothing in memory until it was read back. :meth:`committed` is called once the unit ran.
