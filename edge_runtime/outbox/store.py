@@ -606,14 +606,15 @@ class Handover:
 class Lane(Protocol):
     """A relay that takes appends in memory while it is caught up (the fast lane).
 
-    :meth:`offer` is called on the loop's thread when the append's sequence numbers were
-    given, before its unit is queued (a commit window later while :meth:`quick`, so that the
-    ack has that long to come first); when it returns True the relay sends the messages (in
-    sequence order, after everything it sent before) and calls :meth:`Handover.ack` for each acknowledged one. The unit still
-    commits the rows whose ack has not come when it runs (a send that fails is then resent
-    from the table, as any row). :meth:`close` says a row went through the table: take
-    nothing in memory until it was read back. :meth:`committed` is called once the unit ran.
-    :meth:`quick` says whether acks come within ``within_s`` (seconds) lately.
+    :meth:`offer` is called on the loop's thread once the append's sequence numbers were
+    given, before its unit is queued (a commit window later while :meth:`quick` says acks
+    come within it, so the ack has that long to come first). When it returns True the relay
+    sends the messages (in sequence order, after everything it sent before) and calls
+    :meth:`Handover.ack` for each acknowledged one. The unit still commits the rows whose ack
+    has not come when it runs (a send that fails is then resent from the table, as any row).
+    :meth:`close` says a row went through the table: take nothing in memory until it was read
+    back. :meth:`committed` is called once the unit ran. :meth:`quick` says whether acks came
+    within ``within_s`` seconds lately.
     """
 
     def offer(self, hand: Handover) -> bool: ...
