@@ -16,7 +16,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from prometheus_client import Counter
 
+from edge_runtime.observability.metrics import OUTBOX_APPENDED, OUTBOX_UNWRITTEN
 from edge_runtime.outbox.relay import Relay
 from edge_runtime.outbox.store import Item, Outbox, Row, open_database
 from edge_runtime.pubsub import Message
@@ -28,6 +30,11 @@ from tests.support.mosquitto import Mosquitto, require_mosquitto
 pytestmark = pytest.mark.broker
 
 WAIT = 20.0
+
+
+def metric(counter: Counter) -> float:
+    """The outbox ``pubsub:t``'s sample of ``counter``."""
+    return float(counter.labels("pubsub:t")._value.get())
 
 
 @pytest.fixture
@@ -313,6 +320,7 @@ async def test_rows_acknowledged_before_their_commit_are_never_written(tmp_path:
     try:
         await eventually(lambda: relay._lane_open)
         before = await db.write(lambda c: c.total_changes)
+        appended, unwritten = metric(OUTBOX_APPENDED), metric(OUTBOX_UNWRITTEN)
         # Hold the writer: the acks come while the units wait behind this one.
         busy = db.submit(lambda _: time.sleep(0.3))
         seqs = await box.append([Item("t", b"a"), Item("t", b"b")])
@@ -322,6 +330,8 @@ async def test_rows_acknowledged_before_their_commit_are_never_written(tmp_path:
         await busy
         await eventually(lambda: box.count == 0)
         assert box.bytes == 0
+        assert metric(OUTBOX_APPENDED) - appended == 2  # appended all the same
+        assert metric(OUTBOX_UNWRITTEN) - unwritten == 2
         # The unit wrote no row, only the reservation of the sequence numbers.
         assert await db.write(lambda c: c.total_changes) - before <= 1
         assert await box.claim(0, 10) == []
