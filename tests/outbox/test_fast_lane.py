@@ -479,3 +479,37 @@ async def test_a_caught_up_relay_sleeps_after_a_fast_lane_row_was_written(
     finally:
         await relay.stop()
         await db.close()
+
+
+async def test_a_send_failing_before_its_unit_ran_is_resent_once_committed(
+    tmp_path: Path,
+) -> None:
+    """The unit waits a commit window behind the send; the send fails first. The relay must
+    not read the table again (and open the lane) before that unit committed the row."""
+    db = open_database(tmp_path / "o.db", commit_window_ms=300.0)
+    await db.open()
+    box = Outbox(db, "pubsub:t")
+    await box.open()
+    sent: list[bytes] = []
+    fail_first = [True]
+
+    async def send(row: Row) -> None:
+        sent.append(row.payload)
+        if fail_first[0]:
+            fail_first[0] = False
+            raise ConnectionError("gone")
+
+    async def ready() -> None:
+        return None
+
+    relay = Relay(box, send, ready, retry_delay_s=0.01, fast_lane=True, ack_delay_s=0.05)
+    relay.start()
+    try:
+        await eventually(lambda: relay._lane_open)
+        await box.append([Item("t", b"a")])  # answered at its commit, ~300 ms later
+        await eventually(lambda: sent == [b"a", b"a"])  # resent from the table
+        await eventually(lambda: box.count == 0)
+        assert await box.claim(0, 10) == []
+    finally:
+        await relay.stop()
+        await db.close()
