@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 
 from edge_runtime import errors as E
 from edge_runtime.api.grpc.errors import abort
+from edge_runtime.api.grpc.rewrap import rewrapped
 from edge_runtime.errors import APIError
 
 __all__ = ["DecodeGuard"]
@@ -107,16 +108,5 @@ class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        des = _guarded(handler.request_deserializer)
-        ser = handler.response_serializer
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                _stream_request(handler.stream_stream), des, ser)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(
-                _stream_request(handler.stream_unary), des, ser)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                _unary_request(handler.unary_stream), des, ser)
-        return grpc.unary_unary_rpc_method_handler(
-            _unary_request(handler.unary_unary), des, ser)
+        wrap = _stream_request if handler.request_streaming else _unary_request
+        return rewrapped(handler, wrap, _guarded(handler.request_deserializer))

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from edge_runtime.api.grpc.rewrap import rewrapped
 from edge_runtime.observability.metrics import GRPC_LATENCY, GRPC_REQUESTS
 
 __all__ = ["MetricsInterceptor"]
@@ -102,19 +103,5 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None
         method = str(handler_call_details.method).rsplit("/", 1)[-1]
-        ser, des = handler.response_serializer, handler.request_deserializer
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap(method, handler.stream_stream, unary=False), des, ser
-            )
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap(method, handler.stream_unary, unary=False), des, ser
-            )
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap(method, handler.unary_stream, unary=False), des, ser
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap(method, handler.unary_unary, unary=True), des, ser
-        )
+        unary = not (handler.request_streaming or handler.response_streaming)
+        return rewrapped(handler, lambda behavior: _wrap(method, behavior, unary=unary))

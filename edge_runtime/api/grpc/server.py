@@ -15,6 +15,7 @@ from edge_runtime.api.grpc.dapr import DaprServicer
 from edge_runtime.api.grpc.errors import abort
 from edge_runtime.api.grpc.guard import DecodeGuard
 from edge_runtime.api.grpc.metrics import MetricsInterceptor
+from edge_runtime.api.grpc.rewrap import rewrapped
 from edge_runtime.api.grpc.service import add_to_server
 from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
@@ -61,19 +62,7 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def deny(request: Any, context: Any) -> None:
             await abort(context, _unauthorized())
 
-        if handler.request_streaming and handler.response_streaming:
-            make = grpc.stream_stream_rpc_method_handler
-        elif handler.request_streaming:
-            make = grpc.stream_unary_rpc_method_handler
-        elif handler.response_streaming:
-            make = grpc.unary_stream_rpc_method_handler
-        else:
-            make = grpc.unary_unary_rpc_method_handler
-        return make(
-            deny,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return rewrapped(handler, lambda _behavior: deny)
 
 
 class GrpcServer:
