@@ -1,5 +1,6 @@
 """``rewrapped``: the handler an interceptor returns keeps the kind and the serializers of the
-one it wraps, and takes a new request deserializer only when given one."""
+one it wraps, and takes a new request deserializer only when given one; the interceptor
+rewraps the handlers of the methods the server knows and leaves the rest to grpc."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from edge_runtime.api.grpc.rewrap import rewrapped
+from edge_runtime.api.grpc.rewrap import RewrappingInterceptor, rewrapped
 
 KINDS = [
     (grpc.unary_unary_rpc_method_handler, "unary_unary"),
@@ -55,3 +56,26 @@ def test_a_new_deserializer_replaces_the_old() -> None:
     out = rewrapped(handler, lambda b: b, str)
     assert out.request_deserializer is str
     assert out.response_serializer is serialize
+
+
+class Recording(RewrappingInterceptor):
+    def __init__(self) -> None:
+        self.seen: list[tuple[Any, Any]] = []
+
+    def rewrap(self, handler: Any, details: Any) -> Any:
+        self.seen.append((handler, details))
+        return rewrapped(handler, lambda _b: len)
+
+
+async def test_the_interceptor_rewraps_known_methods_only() -> None:
+    handler = grpc.unary_unary_rpc_method_handler(behavior, deserialize, serialize)
+    known = {"/svc/Known": handler}
+
+    async def continuation(details: Any) -> Any:
+        return known.get(details)
+
+    interceptor = Recording()
+    assert await interceptor.intercept_service(continuation, "/svc/Other") is None
+    out = await interceptor.intercept_service(continuation, "/svc/Known")
+    assert interceptor.seen == [(handler, "/svc/Known")]
+    assert out.unary_unary is len

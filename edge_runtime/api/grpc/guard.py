@@ -14,15 +14,14 @@ UNAUTHENTICATED, and the refusal is counted.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import grpc
 from google.protobuf.message import DecodeError
 
 from edge_runtime import errors as E
 from edge_runtime.api.grpc.errors import abort
-from edge_runtime.api.grpc.rewrap import rewrapped
+from edge_runtime.api.grpc.rewrap import RewrappingInterceptor, rewrapped
 from edge_runtime.errors import APIError
 
 __all__ = ["DecodeGuard"]
@@ -97,16 +96,10 @@ def _stream_request(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return unary
 
 
-class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class DecodeGuard(RewrappingInterceptor):
     """Answers requests that do not parse with INVALID_ARGUMENT (see the module docstring)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
+    def rewrap(self, handler: Any, details: Any) -> Any:
+        """Every handler, with a deserializer that cannot raise ``DecodeError``."""
         wrap = _stream_request if handler.request_streaming else _unary_request
         return rewrapped(handler, wrap, _guarded(handler.request_deserializer))
