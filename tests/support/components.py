@@ -1,12 +1,14 @@
 """Component YAML that many tests and benches start a sidecar with.
 
-Each function or constant gives one document ending in a newline: join documents with
-``---\\n``.
+Each function or constant gives YAML documents ending in a newline (one, except
+:func:`local_secrets`): join them with ``---\\n``.
 """
 
 from __future__ import annotations
 
-__all__ = ["SQLITE_STATESTORE", "component", "mqtt_pubsub"]
+from pathlib import Path
+
+__all__ = ["SQLITE_STATESTORE", "component", "local_secrets", "mqtt_pubsub"]
 
 # A metadata value with one of these is written in double quotes (a URL's ':', a list's ',').
 _NEEDS_QUOTES = frozenset(':,[]{}#&*!|>\'"%@`')
@@ -43,3 +45,13 @@ def mqtt_pubsub(
 
 SQLITE_STATESTORE = component("statestore", "state.sqlite", ("connectionString", "state.db"))
 """``statestore``: a ``state.sqlite`` store in ``state.db`` of the data dir."""
+
+
+def local_secrets(secrets_file: Path | str) -> str:
+    """Two secret stores: ``envsecrets`` (the environment) and ``filesecrets`` (the JSON file
+    ``secrets_file``)."""
+    return (
+        component("envsecrets", "secretstores.local.env")
+        + "---\n"
+        + component("filesecrets", "secretstores.local.file", ("secretsFile", str(secrets_file)))
+    )
