@@ -5,7 +5,6 @@ as usual and whose other names run the real ``__init__`` when asked; a submodule
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.support.lazypkg import without_init
+from tests.support.fresh import run_python
 
 INIT = """\
 from lzpkg_probe.config import Config
@@ -79,7 +79,4 @@ print("ok")
 
 
 def test_uvicorn_is_lean_and_whole_when_asked() -> None:
-    out = subprocess.run([sys.executable, "-c", UVICORN], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert run_python(UVICORN).strip() == "ok"
