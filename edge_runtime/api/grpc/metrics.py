@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
+from edge_runtime.api.grpc.rewrap import RewrappingInterceptor, rewrapped
 from edge_runtime.observability.metrics import GRPC_LATENCY, GRPC_REQUESTS
 
 __all__ = ["MetricsInterceptor"]
@@ -90,31 +91,11 @@ def _wrap(method: str, behavior: Callable[..., Any], *, unary: bool) -> Callable
     return _measured(method, behavior, unary=unary)
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class MetricsInterceptor(RewrappingInterceptor):
     """Counts and times every call (see the module docstring)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = str(handler_call_details.method).rsplit("/", 1)[-1]
-        ser, des = handler.response_serializer, handler.request_deserializer
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap(method, handler.stream_stream, unary=False), des, ser
-            )
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap(method, handler.stream_unary, unary=False), des, ser
-            )
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap(method, handler.unary_stream, unary=False), des, ser
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap(method, handler.unary_unary, unary=True), des, ser
-        )
+    def rewrap(self, handler: Any, details: Any) -> Any:
+        """Every handler, counted by method name."""
+        method = str(details.method).rsplit("/", 1)[-1]
+        unary = not (handler.request_streaming or handler.response_streaming)
+        return rewrapped(handler, lambda behavior: _wrap(method, behavior, unary=unary))

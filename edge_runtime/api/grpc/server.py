@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -15,6 +14,7 @@ from edge_runtime.api.grpc.dapr import DaprServicer
 from edge_runtime.api.grpc.errors import abort
 from edge_runtime.api.grpc.guard import DecodeGuard
 from edge_runtime.api.grpc.metrics import MetricsInterceptor
+from edge_runtime.api.grpc.rewrap import RewrappingInterceptor, rewrapped
 from edge_runtime.api.grpc.service import add_to_server
 from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
@@ -36,7 +36,7 @@ def _unauthorized() -> APIError:
     )
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class TokenInterceptor(RewrappingInterceptor):
     """Deny every call (unary or streaming) whose ``dapr-api-token`` metadata is wrong."""
 
     def __init__(self, token: str) -> None:
@@ -49,31 +49,15 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 return hmac.compare_digest(got, self._token)
         return False
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or self._allowed(handler_call_details):
+    def rewrap(self, handler: Any, details: Any) -> Any:
+        """``handler`` when the call's token is right, else one that refuses it."""
+        if self._allowed(details):
             return handler
 
         async def deny(request: Any, context: Any) -> None:
             await abort(context, _unauthorized())
 
-        if handler.request_streaming and handler.response_streaming:
-            make = grpc.stream_stream_rpc_method_handler
-        elif handler.request_streaming:
-            make = grpc.stream_unary_rpc_method_handler
-        elif handler.response_streaming:
-            make = grpc.unary_stream_rpc_method_handler
-        else:
-            make = grpc.unary_unary_rpc_method_handler
-        return make(
-            deny,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return rewrapped(handler, lambda _behavior: deny)
 
 
 class GrpcServer:

@@ -13,19 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import importlib
 import importlib.util
 import ipaddress
 import logging
 import os
 import socket
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_runtime.api.http.app import HttpApp
+from edge_runtime.support.lazypkg import without_init
 
 if TYPE_CHECKING:
     from edge_runtime.api.http.h1 import H1Server
@@ -35,46 +34,6 @@ log = logging.getLogger("edge_runtime.api.http")
 #: uvicorn's HTTP implementation: "httptools" (C, fast) or "h11" (pure Python).
 HTTP_PARSER = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
 KEEP_ALIVE_S = 30.0  # an idle connection is closed after this long
-
-
-def _uvicorn_core() -> None:
-    """Import the ``uvicorn`` package with ``Config`` and ``Server`` only.
-
-    uvicorn's ``__init__`` also imports ``uvicorn.main``, its command line: click,
-    multiprocessing and the reload supervisors, 1.6 MiB of RSS a sidecar never uses
-    (docs/performance/footprint.md). So, when nothing has imported uvicorn yet, the package
-    module is made without running its ``__init__``, and ``Config`` and ``Server`` are set on
-    it from their own modules. Any other name asked of it later (``uvicorn.run``,
-    ``uvicorn.main``, ``__version__``, by whatever else runs in the process) runs the real
-    ``__init__`` first, so the package behaves as if imported the usual way.
-    """
-    if "uvicorn" in sys.modules:
-        return
-    spec = importlib.util.find_spec("uvicorn")
-    if spec is None or spec.loader is None:
-        raise ImportError("uvicorn is not installed")
-    pkg = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-    done = False
-
-    def rest(name: str) -> Any:
-        nonlocal done
-        if not done:
-            done = True
-            loader.exec_module(pkg)
-            if name in pkg.__dict__:
-                return pkg.__dict__[name]
-        raise AttributeError(f"module 'uvicorn' has no attribute {name!r}")
-
-    setattr(pkg, "__getattr__", rest)  # noqa: B010 - PEP 562: the module's fallback
-    sys.modules["uvicorn"] = pkg
-    try:
-        # uvicorn's submodules take these two from the package (``from uvicorn import Config``).
-        setattr(pkg, "Config", importlib.import_module("uvicorn.config").Config)  # noqa: B010
-        setattr(pkg, "Server", importlib.import_module("uvicorn.server").Server)  # noqa: B010
-    except BaseException:
-        del sys.modules["uvicorn"]
-        raise
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -148,7 +107,15 @@ def bind_unix(path: Path) -> socket.socket:
 def _uvicorn_server(app: HttpApp, graceful_s: float) -> Any:
     """A uvicorn server (h11) for ``app``, without its signal handlers: the runtime owns
     SIGTERM/SIGINT."""
-    _uvicorn_core()
+    # uvicorn's ``__init__`` also imports ``uvicorn.main``, its command line: click,
+    # multiprocessing and the reload supervisors, 1.6 MiB of RSS a sidecar never uses
+    # (docs/performance/footprint.md). So the package module is made without running its
+    # ``__init__``, with ``Config`` and ``Server`` (which its submodules take from the package)
+    # set from their own modules. A name asked of it later that is not a submodule
+    # (``uvicorn.run``, ``__version__``, by whatever else runs in the process), or ``main`` (a
+    # function after the ``__init__``: ``rebound``), runs the real ``__init__`` first, so the
+    # package behaves as if imported the usual way.
+    without_init("uvicorn", rebound=("main",), Config="config:Config", Server="server:Server")
     from uvicorn.config import Config
     from uvicorn.server import Server
 
