@@ -1,6 +1,6 @@
-"""``rewrapped``: the handler an interceptor returns keeps the kind and the serializers of the
-one it wraps, and takes a new request deserializer only when given one; the interceptor
-rewraps the handlers of the methods the server knows and leaves the rest to grpc."""
+"""``rewrapped``: the handler a wrapper returns keeps the kind and the serializers of the
+one it wraps, and takes a new request deserializer only when given one; ``wrap_all`` wraps
+every method's handler once, in the order given."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from edge_runtime.api.grpc.rewrap import RewrappingInterceptor, rewrapped
+from edge_runtime.api.grpc.rewrap import HandlerWrapper, rewrapped, wrap_all
 
 KINDS = [
     (grpc.unary_unary_rpc_method_handler, "unary_unary"),
@@ -58,24 +58,27 @@ def test_a_new_deserializer_replaces_the_old() -> None:
     assert out.response_serializer is serialize
 
 
-class Recording(RewrappingInterceptor):
-    def __init__(self) -> None:
-        self.seen: list[tuple[Any, Any]] = []
+class Recording(HandlerWrapper):
+    def __init__(self, name: str, seen: list[tuple[str, str]]) -> None:
+        self.name = name
+        self.seen = seen
 
-    def rewrap(self, handler: Any, details: Any) -> Any:
-        self.seen.append((handler, details))
-        return rewrapped(handler, lambda _b: len)
+    def rewrap(self, handler: Any, method: str) -> Any:
+        self.seen.append((self.name, method))
+        inner = handler.unary_unary
+
+        def outer(_behavior: Any) -> Any:
+            return lambda request, context: f"{self.name}({inner(request, context)})"
+
+        return rewrapped(handler, outer)
 
 
-async def test_the_interceptor_rewraps_known_methods_only() -> None:
-    handler = grpc.unary_unary_rpc_method_handler(behavior, deserialize, serialize)
-    known = {"/svc/Known": handler}
-
-    async def continuation(details: Any) -> Any:
-        return known.get(details)
-
-    interceptor = Recording()
-    assert await interceptor.intercept_service(continuation, "/svc/Other") is None
-    out = await interceptor.intercept_service(continuation, "/svc/Known")
-    assert interceptor.seen == [(handler, "/svc/Known")]
-    assert out.unary_unary is len
+def test_wrap_all_wraps_every_handler_once_the_first_outermost() -> None:
+    handler = grpc.unary_unary_rpc_method_handler(lambda _r, _c: "call", deserialize, serialize)
+    seen: list[tuple[str, str]] = []
+    out = wrap_all({"A": handler, "B": handler},
+                   [Recording("outer", seen), Recording("inner", seen)])
+    assert sorted(seen) == [("inner", "A"), ("inner", "B"), ("outer", "A"), ("outer", "B")]
+    assert out["A"].unary_unary(None, None) == "outer(inner(call))"
+    assert out["B"].request_deserializer is deserialize
+    assert out["B"].response_serializer is serialize

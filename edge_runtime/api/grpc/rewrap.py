@@ -1,20 +1,24 @@
-"""Re-wrapping a grpc method handler: what every server interceptor of ours does.
+"""Re-wrapping a grpc method handler: how the server counts, refuses and checks calls.
 
-An interceptor that changes how a method runs (counts it, refuses it, checks its request)
-returns a new handler of the same kind (request and response streaming or not), with the
-behavior it wraps and the same serializers. :func:`rewrapped` does that once, and
-:class:`RewrappingInterceptor` is the interceptor around it, for the three (``metrics``,
-``guard`` and the token check in ``server``).
+A wrapper that changes how a method runs (counts it, refuses it, checks its request) returns
+a new handler of the same kind (request and response streaming or not), with the behavior it
+wraps and the same serializers. :func:`rewrapped` does that once, and :class:`HandlerWrapper`
+is what the three (``metrics``, ``guard`` and the token check in ``server``) implement.
+
+They wrap each method's handler once, when the service is registered (:func:`wrap_all`),
+not per call as server interceptors would: grpc.aio runs an interceptor's
+``intercept_service`` coroutine and builds a new handler for every call, ~33 us of CPU per
+call for the three (docs/performance.md), where a do-nothing grpc.aio server spends ~190.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
 
-__all__ = ["Behavior", "RewrappingInterceptor", "rewrapped"]
+__all__ = ["Behavior", "HandlerWrapper", "rewrapped", "wrap_all"]
 
 #: A method's behavior: ``(request or request iterator, context)`` -> response, awaitable of
 #: one, or async iterator of them.
@@ -47,21 +51,20 @@ def rewrapped(
     )
 
 
-class RewrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """A server interceptor that hands each known method's handler to :meth:`rewrap`; a method
-    the server does not know (no handler) is left to grpc (UNIMPLEMENTED)."""
+class HandlerWrapper:
+    """Wraps the handler of one method (see the module docstring)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return self.rewrap(handler, handler_call_details)
-
-    def rewrap(self, handler: Any, details: Any) -> Any:
-        """The handler to serve the call with: ``handler`` itself, or :func:`rewrapped` of it.
-        ``details`` is the call's ``HandlerCallDetails`` (method name, metadata)."""
+    def rewrap(self, handler: Any, method: str) -> Any:
+        """The handler to serve ``method`` (its name, e.g. ``GetState``) with: ``handler``
+        itself, or :func:`rewrapped` of it."""
         raise NotImplementedError
+
+
+def wrap_all(
+    handlers: Mapping[str, grpc.RpcMethodHandler], wrappers: Sequence[HandlerWrapper]
+) -> dict[str, grpc.RpcMethodHandler]:
+    """Every handler wrapped by ``wrappers``, the first outermost (it sees a call first)."""
+    out = dict(handlers)
+    for wrapper in reversed(wrappers):
+        out = {name: wrapper.rewrap(handler, name) for name, handler in out.items()}
+    return out
