@@ -11,7 +11,7 @@ from the message classes we serve: 1.4 MiB less RSS (docs/performance/footprint.
 
 Every other method of the service is registered too, answering what the generated default
 servicer answers (UNIMPLEMENTED, "Method not implemented!"), so a client sees the same service
-and the metrics interceptor counts those calls as before. ``tests/api/test_grpc_service.py``
+and the metrics wrapper counts those calls as before. ``tests/api/test_grpc_service.py``
 holds this table to the service's descriptor.
 """
 
