@@ -51,14 +51,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from edge_runtime.appchannel import AppChannelError, Outcome
 from edge_runtime.errors import StorageFullError
 from edge_runtime.inbox.retry import DEFAULT_RETRY, RetryPolicy
-from edge_runtime.inbox.store import Inbox, InboxError, InboxRow
+from edge_runtime.inbox.store import Arrival, Inbox, InboxError, InboxRow
 from edge_runtime.observability.metrics import (
     INBOX_DEADLETTERED,
     INBOX_DELIVERED,
@@ -167,6 +168,12 @@ class _Worker(Generic[T]):
     # worker changes a row in another way (a retry, a drop, a dead letter, a failure): then
     # it is dropped (None) and read again.
     ahead: list[InboxRow] | None = None
+    # The inbox's insert mark (Inbox.insert_mark) when a read found every row of the
+    # subscription (None: it did not, or an insert was pending): while it is unchanged and
+    # ``ahead`` is empty, no stored row waits, and the fast lane may take an arrival.
+    clear_mark: int | None = None
+    fast: dict[int, Arrival] = field(default_factory=dict)  # fast-lane events in flight
+    lane: Callable[[Arrival], bool] | None = None  # this worker's lane, as given the inbox
 
 
 class Deliverer(Generic[T]):
@@ -189,8 +196,10 @@ class Deliverer(Generic[T]):
         concurrency: int | Callable[[T], int] = 1,
         poll_interval_s: float = 5.0,
         error_pause_s: float = 1.0,
+        fast_lane: bool = False,
     ) -> None:
         self.inbox = inbox
+        self._fast_lane = fast_lane
         self._deliver = deliver
         self._ready = ready
         self._dead_letter = dead_letter
@@ -239,6 +248,9 @@ class Deliverer(Generic[T]):
             worker = _Worker[T](sub)
             worker.task = asyncio.create_task(self._loop(worker), name=f"inbox-deliver:{key}")
             self._workers[key] = worker
+            if self._fast_lane:
+                worker.lane = partial(self._offer, worker)
+                self.inbox.set_lane(key, worker.lane)
         for worker in gone:
             del self._workers[worker.sub.key]
         await self._stop_workers(gone, deadline_s)
@@ -253,6 +265,9 @@ class Deliverer(Generic[T]):
             await asyncio.wait([self._flusher], timeout=deadline_s)
 
     async def _stop_workers(self, workers: list[_Worker[T]], deadline_s: float) -> None:
+        for w in workers:
+            if w.lane is not None and self.inbox.lane(w.sub.key) is w.lane:
+                self.inbox.set_lane(w.sub.key, None)
         loops = [w.task for w in workers if w.task is not None]
         for task in loops:
             task.cancel()
@@ -304,10 +319,14 @@ class Deliverer(Generic[T]):
         if free <= 0:
             return timeout
         if w.ahead is None or len(w.ahead) < limit:
+            mark = self.inbox.insert_mark(key)
+            asked = max(PREFETCH_ROWS, limit)
             w.ahead = await self.inbox.head(
-                key, max(PREFETCH_ROWS, limit), skip=self._completing.get(key, ()),
-                max_bytes=PREFETCH_BYTES, min_rows=limit,
+                key, asked, skip=self._skip(w), max_bytes=PREFETCH_BYTES, min_rows=limit,
             )
+            # Every row read (fewer than asked, within the byte budget): none is left behind.
+            whole = len(w.ahead) < asked and sum(r.size for r in w.ahead) < PREFETCH_BYTES
+            w.clear_mark = mark if whole else None
         for row in w.ahead[:limit]:
             if free == 0:
                 break
@@ -323,6 +342,69 @@ class Deliverer(Generic[T]):
             free -= 1
         return timeout
 
+    def _skip(self, w: _Worker[T]) -> Collection[int]:
+        """Rows a read leaves out: those being deleted, and those the fast lane is handling
+        (stored when the app was slow or failed)."""
+        deleting = self._completing.get(w.sub.key, ())
+        fast = [a.seq for a in w.fast.values() if a.seq is not None]
+        return {*deleting, *fast} if fast else deleting
+
+    # --- the fast lane (Inbox.add) -------------------------------------------------------------
+
+    def _offer(self, w: _Worker[T], arrival: Arrival) -> bool:
+        """Take ``arrival`` to deliver now from memory, if the worker has room and no stored
+        row of the subscription waits (so arrival order is kept); see :meth:`Inbox.add`."""
+        sub = w.sub
+        if (self._workers.get(sub.key) is not w or not self._ready.is_set()
+                or (self._bulk is not None and sub.bulk.enabled)):
+            return False
+        if w.ahead or w.ahead is None or w.clear_mark is None:
+            return False
+        if w.clear_mark != self.inbox.insert_mark(sub.key):
+            return False
+        if len(w.inflight) >= max(1, self._concurrency(sub)):
+            return False
+        temp = arrival.row.seq
+        w.fast[temp] = arrival
+        w.inflight[temp] = asyncio.create_task(
+            self._fast(w, arrival), name=f"inbox-deliver:{sub.key}:fast")
+        return True
+
+    async def _fast(self, w: _Worker[T], arrival: Arrival) -> None:
+        """Deliver a fast-lane event; on success it needs no row (one stored meanwhile is
+        deleted), otherwise its row is stored and settled as any delivery's."""
+        sub, row = w.sub, arrival.row
+        took = False
+        try:
+            result = await self._attempt(sub, row)
+            if result is Outcome.SUCCESS:
+                took = True
+                stored = arrival.accept()
+                self._count_success(sub.key)
+                if stored is not None:  # its insert was queued: delete the row it wrote
+                    with contextlib.suppress(InboxError, StorageFullError):
+                        written = await stored
+                        if written is not None:
+                            self._complete_later(written)
+                return
+            arrival.refuse()
+            try:
+                written = await self.inbox.store(arrival)
+            except (InboxError, StorageFullError) as exc:
+                log.warning("inbox: event %s of %s was not taken by the app and could not be"
+                            " stored (%s); the broker keeps it", _describe(row), sub.key, exc)
+                return
+            if written is None:  # cannot happen: refused before it was taken
+                return
+            await self._guarded(written, self._settle(sub, written, result))
+        finally:
+            arrival.refuse()  # no-op once answered; else (cancelled) the ack waits for a commit
+            w.inflight.pop(row.seq, None)
+            w.fast.pop(row.seq, None)
+            if not took:
+                w.ahead = None
+            self.inbox.waiter(sub.key).set()
+
     async def _take_batch(self, w: _Worker[T]) -> float:
         """Start a bulk batch once it is full or has waited ``max_await_ms``; else how long
         to wait. One batch is in flight at a time (its end wakes the loop)."""
@@ -330,7 +412,7 @@ class Deliverer(Generic[T]):
             return self._poll
         bulk = w.sub.bulk
         limit = max(1, bulk.max_messages)
-        rows = await self.inbox.head(w.sub.key, limit, skip=self._completing.get(w.sub.key, ()))
+        rows = await self.inbox.head(w.sub.key, limit, skip=self._skip(w))
         due: list[InboxRow] = []
         blocked = self._poll
         for row in rows:
@@ -443,16 +525,25 @@ class Deliverer(Generic[T]):
         if self.inbox.expired(row):
             await self._expire(sub, row)
             return
+        await self._settle(sub, row, await self._attempt(sub, row))
+
+    async def _attempt(self, sub: T, row: InboxRow) -> Outcome | Exception:
+        """One delivery of ``row`` within the inbound timeout; its outcome or failure."""
         timeout = self._retry(sub.component).timeout_s
         try:
             work = self._deliver(sub, row)
-            result: Outcome | Exception = await (
-                asyncio.wait_for(work, timeout) if timeout else work)
+            return await (asyncio.wait_for(work, timeout) if timeout else work)
         except TimeoutError:  # the Resiliency inbound timeout: a retry, as Dapr counts it
-            result = RetryEventError(f"the app did not answer within {timeout:g} s")
-        except Exception as exc:  # noqa: BLE001 - every failure is settled (and logged) below
-            result = exc
-        await self._settle(sub, row, result)
+            return RetryEventError(f"the app did not answer within {timeout:g} s")
+        except Exception as exc:  # noqa: BLE001 - every failure is settled (and logged) later
+            return exc
+
+    def _count_success(self, key: str) -> None:
+        counter = self._delivered.get(key)
+        if counter is None:
+            counter = INBOX_DELIVERED.labels(subscription=key, outcome=str(Outcome.SUCCESS))
+            self._delivered[key] = counter
+        counter.inc()
 
     async def _expire(self, sub: T, row: InboxRow) -> None:
         INBOX_EXPIRED.labels(subscription=sub.key).inc()
@@ -483,11 +574,7 @@ class Deliverer(Generic[T]):
         else:
             outcome = result
         if outcome is Outcome.SUCCESS:
-            counter = self._delivered.get(key)
-            if counter is None:
-                counter = INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome))
-                self._delivered[key] = counter
-            counter.inc()
+            self._count_success(key)
             self._complete_later(row)
             return
         INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome)).inc()
