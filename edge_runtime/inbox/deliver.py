@@ -50,7 +50,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -154,6 +156,9 @@ class DropEventError(Exception):
 # Rows read ahead per subscription (single-event delivery), and the bytes that may hold.
 PREFETCH_ROWS = 64
 PREFETCH_BYTES = 256 * 1024
+# Events the fast lane holds in memory per subscription beyond those being delivered (MQTT
+# delivers in bursts: a publisher's batch arrives at once).
+FAST_QUEUE = 64
 
 
 @dataclass(slots=True)
@@ -172,7 +177,13 @@ class _Worker(Generic[T]):
     # subscription (None: it did not, or an insert was pending): while it is unchanged and
     # ``ahead`` is empty, no stored row waits, and the fast lane may take an arrival.
     clear_mark: int | None = None
-    fast: dict[int, Arrival] = field(default_factory=dict)  # fast-lane events in flight
+    # Fast-lane events queued or being delivered, by provisional seq; the queue of those not
+    # started, the tasks delivering them, and whether one was not taken (ordered delivery:
+    # the rest are stored, behind it).
+    fast: dict[int, Arrival] = field(default_factory=dict)
+    queue: deque[Arrival] = field(default_factory=deque)
+    runners: int = 0
+    lane_failed: bool = False
     lane: Callable[[Arrival], bool] | None = None  # this worker's lane, as given the inbox
 
 
@@ -200,6 +211,7 @@ class Deliverer(Generic[T]):
     ) -> None:
         self.inbox = inbox
         self._fast_lane = fast_lane
+        self._slots = itertools.count(1)  # keys of fast-lane tasks in ``inflight`` (negated)
         self._deliver = deliver
         self._ready = ready
         self._dead_letter = dead_letter
@@ -352,23 +364,62 @@ class Deliverer(Generic[T]):
     # --- the fast lane (Inbox.add) -------------------------------------------------------------
 
     def _offer(self, w: _Worker[T], arrival: Arrival) -> bool:
-        """Take ``arrival`` to deliver now from memory, if the worker has room and no stored
-        row of the subscription waits (so arrival order is kept); see :meth:`Inbox.add`."""
+        """Take ``arrival`` to deliver from memory, if no stored row of the subscription waits
+        (so arrival order is kept): at once when a slot is free, else queued behind the
+        fast-lane events in flight (at most ``FAST_QUEUE`` of them); see :meth:`Inbox.add`."""
         sub = w.sub
         if (self._workers.get(sub.key) is not w or not self._ready.is_set()
                 or (self._bulk is not None and sub.bulk.enabled)):
             return False
-        if w.ahead or w.ahead is None or w.clear_mark is None:
+        if w.ahead or w.ahead is None or w.clear_mark is None or w.lane_failed:
             return False
-        if w.clear_mark != self.inbox.insert_mark(sub.key):
+        if w.clear_mark != self.inbox.insert_mark(sub.key) or len(w.queue) >= FAST_QUEUE:
             return False
-        if len(w.inflight) >= max(1, self._concurrency(sub)):
-            return False
-        temp = arrival.row.seq
-        w.fast[temp] = arrival
-        w.inflight[temp] = asyncio.create_task(
-            self._fast(w, arrival), name=f"inbox-deliver:{sub.key}:fast")
+        w.fast[arrival.row.seq] = arrival
+        w.queue.append(arrival)
+        if any(a.stored is not None and not a.delivered for a in w.fast.values()):
+            # The app is slow (an event outlived its window): this one's insert goes now, so
+            # its ack waits for no more than a commit; it is still delivered from memory,
+            # in order (its row deleted after, or not written if the app was quicker).
+            self.inbox.store(arrival)
+        if w.runners < max(1, self._concurrency(sub)):
+            w.runners += 1
+            slot = -next(self._slots)  # in ``inflight``, so the loop counts it
+            w.inflight[slot] = asyncio.create_task(
+                self._run_lane(w, slot), name=f"inbox-deliver:{sub.key}:fast")
         return True
+
+    async def _run_lane(self, w: _Worker[T], slot: int) -> None:
+        """Deliver the queued fast-lane events. With ``concurrency`` 1, once one is not taken
+        by the app the rest are stored (in order) and left to the loop, behind it."""
+        key = w.sub.key
+        try:
+            while w.queue:
+                arrival = w.queue.popleft()
+                if w.lane_failed:
+                    await self._fall_back(w, arrival)
+                else:
+                    await self._fast(w, arrival)
+        finally:
+            w.inflight.pop(slot, None)
+            w.runners -= 1
+            if w.runners == 0:
+                for arrival in w.queue:  # cancelled: their ack waits for their commit
+                    arrival.refuse()
+                    w.fast.pop(arrival.row.seq, None)
+                w.queue.clear()
+                w.lane_failed = False
+            self.inbox.waiter(key).set()
+
+    async def _fall_back(self, w: _Worker[T], arrival: Arrival) -> None:
+        """Store a queued fast-lane event not posted (one before it was not taken): the loop
+        delivers it from its row, in order."""
+        try:
+            arrival.refuse()
+            with contextlib.suppress(InboxError, StorageFullError):
+                await self.inbox.store(arrival)  # failed: not acknowledged; the broker has it
+        finally:
+            w.fast.pop(arrival.row.seq, None)
 
     async def _fast(self, w: _Worker[T], arrival: Arrival) -> None:
         """Deliver a fast-lane event; on success it needs no row (one stored meanwhile is
@@ -376,6 +427,7 @@ class Deliverer(Generic[T]):
         sub, row = w.sub, arrival.row
         took = False
         try:
+            arrival.begin()
             result = await self._attempt(sub, row)
             if result is Outcome.SUCCESS:
                 took = True
@@ -387,6 +439,11 @@ class Deliverer(Generic[T]):
                         if written is not None:
                             self._complete_later(written)
                 return
+            if self._concurrency(sub) <= 1:
+                w.lane_failed = True
+                for later in w.queue:  # their rows go behind this one's, in arrival order
+                    later.refuse()
+                    self.inbox.store(later)
             arrival.refuse()
             try:
                 written = await self.inbox.store(arrival)
@@ -399,11 +456,9 @@ class Deliverer(Generic[T]):
             await self._guarded(written, self._settle(sub, written, result))
         finally:
             arrival.refuse()  # no-op once answered; else (cancelled) the ack waits for a commit
-            w.inflight.pop(row.seq, None)
             w.fast.pop(row.seq, None)
             if not took:
                 w.ahead = None
-            self.inbox.waiter(sub.key).set()
 
     async def _take_batch(self, w: _Worker[T]) -> float:
         """Start a bulk batch once it is full or has waited ``max_await_ms``; else how long

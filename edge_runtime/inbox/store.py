@@ -60,6 +60,7 @@ from edge_runtime.observability.metrics import (
     INBOX_BACKLOG,
     INBOX_BACKLOG_BYTES,
     INBOX_DUPLICATES,
+    INBOX_FAST_LANE,
     INBOX_PARKED,
     INBOX_RECEIVED,
     INBOX_REJECTED,
@@ -141,10 +142,11 @@ class Arrival:
     then :meth:`Inbox.store` to get the stored row and retry it as any other).
     """
 
-    __slots__ = ("_inbox", "adding", "answer", "delivered", "key", "remembered", "row", "seq",
-                 "stored", "unit")
+    __slots__ = ("_inbox", "adding", "answer", "changed", "delivered", "key", "remembered", "row",
+                 "seq", "started", "stored", "unit")
 
-    def __init__(self, inbox: Inbox, row: InboxRow, key: bytes | None) -> None:
+    def __init__(self, inbox: Inbox, row: InboxRow, key: bytes | None,
+                 unit: Callable[[sqlite3.Connection], int | None]) -> None:
         self._inbox = inbox
         self.row = row
         self.key = key  # the dedup digest (None: a raw payload)
@@ -158,8 +160,15 @@ class Arrival:
         # The insert's outcome once queued: the stored row, or None (skipped: delivered).
         self.stored: asyncio.Future[InboxRow | None] | None = None
         self.answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.unit: Callable[[sqlite3.Connection], int | None] = _no_unit  # its insert
+        self.unit = unit  # its insert (run on the writer thread)
+        self.started: float | None = None  # loop time its delivery began
+        self.changed = asyncio.Event()  # set on every change above (for Inbox.add)
         self.adding: asyncio.Future[None] | None = None  # what its duplicates wait for
+
+    def begin(self) -> None:
+        """Its delivery to the app begins: the app has the commit window from now."""
+        self.started = asyncio.get_running_loop().time()
+        self.changed.set()
 
     def accept(self) -> asyncio.Future[InboxRow | None] | None:
         """The app took the event: it needs no row. Returns the insert's future when the
@@ -169,6 +178,7 @@ class Arrival:
         self._inbox._accepted(self)
         if not self.answer.done():
             self.answer.set_result(True)
+        self.changed.set()
         return self.stored
 
     def taken(self) -> bool:
@@ -179,6 +189,7 @@ class Arrival:
         """The app did not take it (yet): the event's ack now waits for its commit."""
         if not self.answer.done():
             self.answer.set_result(False)
+            self.changed.set()
 
 
 Lane = Callable[[Arrival], bool]
@@ -434,11 +445,11 @@ class Inbox:
                 -next(self._temp_seq), sub_key, received.topic, received.data,
                 dict(received.metadata), event, size, wall,
                 None if ttl_ms is None else boot, None if ttl_ms is None else mono + ttl_ms,
-                0, None, None, None, None), key)
+                0, None, None, None, None), key, unit)
             if not lane(arrival):
                 arrival = None
+                INBOX_FAST_LANE.labels(subscription=sub_key, path="stored").inc()
         if arrival is not None:
-            arrival.unit = unit
             return await self._add_fast(arrival)
         self._queue_held(sub_key)  # events held back by the fast lane come first
         done = self._submit_insert(sub_key, unit, size)
@@ -460,12 +471,15 @@ class Inbox:
 
     def _submit_insert(
         self, sub_key: str, unit: Callable[[sqlite3.Connection], int | None], size: int,
+        *, counted: bool = True,
     ) -> asyncio.Future[int | None]:
-        """Queue an insert unit of ``sub_key`` (counted for :meth:`insert_mark`)."""
+        """Queue an insert unit of ``sub_key`` (``counted``: for :meth:`insert_mark`)."""
         try:
             done = self.db.submit(unit, size=size)
         except DBError as exc:
             raise InboxError(f"inbox: add failed: {exc}") from exc
+        if not counted:
+            return done
         self._inserts[sub_key] = self._inserts.get(sub_key, 0) + 1
         self._inserting[sub_key] = self._inserting.get(sub_key, 0) + 1
         done.add_done_callback(partial(self._insert_ended, sub_key))
@@ -486,13 +500,26 @@ class Inbox:
         held = self._held.setdefault(sub_key, [])
         held.append(arrival)
         try:
+            # Hold the insert back until the app has had the commit window to answer, counted
+            # from when its delivery began (it may wait in the lane's queue), unless it is
+            # refused or queued meanwhile.
             hold = self.db.commit_window_ms / 1000
-            if hold > 0 and not arrival.answer.done():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(hold):
-                        await asyncio.shield(arrival.answer)
+            loop = asyncio.get_running_loop()
+            while not arrival.answer.done() and arrival.stored is None:
+                left = None if arrival.started is None else arrival.started + hold - loop.time()
+                if left is not None and left <= 0:
+                    break
+                arrival.changed.clear()
+                try:
+                    async with asyncio.timeout(left):
+                        await arrival.changed.wait()
+                except TimeoutError:
+                    break
             if arrival.taken():
                 return True
+            if arrival.stored is None:
+                # The app is slow: this insert, and those of the events behind it, now.
+                self._queue_held(sub_key)
             stored = self.store(arrival)
             if not arrival.answer.done():
                 # The ack on whichever comes first: the commit or the app's success.
@@ -510,6 +537,8 @@ class Inbox:
             await stored  # raises why it was not stored
             return True
         finally:
+            path = "row" if arrival.seq is not None else "no_row"
+            INBOX_FAST_LANE.labels(subscription=sub_key, path=path).inc()
             with contextlib.suppress(ValueError):
                 held.remove(arrival)
             if not held:
@@ -529,8 +558,10 @@ class Inbox:
             loop = asyncio.get_running_loop()
             outer: asyncio.Future[InboxRow | None] = loop.create_future()
             arrival.stored = outer
+            arrival.changed.set()
             try:
-                done = self._submit_insert(row.sub_key, arrival.unit, row.size)
+                # Not counted in insert_mark: the lane knows this row (Arrival.seq).
+                done = self._submit_insert(row.sub_key, arrival.unit, row.size, counted=False)
             except InboxError as exc:
                 outer.set_exception(exc)
             else:
@@ -872,10 +903,6 @@ def _row(r: tuple[Any, ...]) -> InboxRow:
         event_id, size, arrived, ttl_boot, ttl_deadline, attempts, next_boot, next_mono, first,
         last_error,
     )
-
-
-def _no_unit(_conn: sqlite3.Connection) -> None:
-    raise InboxError("inbox: an arrival without its insert")
 
 
 def _log_lazy_failure(fut: asyncio.Future[None]) -> None:
