@@ -439,14 +439,15 @@ class Deliverer(Generic[T]):
                         if written is not None:
                             self._complete_later(written)
                 return
+            arrival.refuse()
+            stored = self.inbox.store(arrival)
             if self._concurrency(sub) <= 1:
                 w.lane_failed = True
                 for later in w.queue:  # their rows go behind this one's, in arrival order
                     later.refuse()
                     self.inbox.store(later)
-            arrival.refuse()
             try:
-                written = await self.inbox.store(arrival)
+                written = await stored
             except (InboxError, StorageFullError) as exc:
                 log.warning("inbox: event %s of %s was not taken by the app and could not be"
                             " stored (%s); the broker keeps it", _describe(row), sub.key, exc)

@@ -240,3 +240,16 @@ async def test_delivered_counter_counts_fast_lane_events(rig: Rig) -> None:
         assert await rig.add(i)
     await until(lambda: len(rig.app.seen) == 5)
     await until(lambda: delivered() - before == 5)
+
+
+async def test_burst_behind_a_failing_event_is_stored_behind_it_in_order(rig: Rig) -> None:
+    """A burst queues in the lane; the first is refused by the app before its window ran
+    out: it and the queued ones are stored, it first, and retried in arrival order."""
+    rig.app.fail = {0}
+    rig.app.delay = 0.001
+    adds = [asyncio.create_task(rig.add(i)) for i in range(8)]  # one MQTT burst
+    assert all(await asyncio.gather(*adds))
+    await until(lambda: len(rig.app.seen) == 8)
+    assert rig.app.seen == list(range(8))
+    assert rig.app.attempts[0] == 2
+    await until(lambda: rig.rows() == 0)
