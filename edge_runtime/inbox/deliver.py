@@ -427,8 +427,11 @@ class Deliverer(Generic[T]):
         sub, row = w.sub, arrival.row
         took = False
         try:
-            arrival.begin()
-            result = await self._attempt(sub, row)
+            expired = self.inbox.expired(row)  # while it waited in the queue
+            result: Outcome | Exception = Outcome.DROP
+            if not expired:
+                arrival.begin()
+                result = await self._attempt(sub, row)
             if result is Outcome.SUCCESS:
                 took = True
                 stored = arrival.accept()
@@ -441,7 +444,7 @@ class Deliverer(Generic[T]):
                 return
             arrival.refuse()
             stored = self.inbox.store(arrival)
-            if self._concurrency(sub) <= 1:
+            if self._concurrency(sub) <= 1 and not expired:
                 w.lane_failed = True
                 for later in w.queue:  # their rows go behind this one's, in arrival order
                     later.refuse()
@@ -454,7 +457,8 @@ class Deliverer(Generic[T]):
                 return
             if written is None:  # cannot happen: refused before it was taken
                 return
-            await self._guarded(written, self._settle(sub, written, result))
+            await self._guarded(written, self._expire(sub, written) if expired
+                                else self._settle(sub, written, result))
         finally:
             arrival.refuse()  # no-op once answered; else (cancelled) the ack waits for a commit
             w.fast.pop(row.seq, None)
