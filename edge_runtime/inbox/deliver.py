@@ -55,7 +55,6 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from edge_runtime.appchannel import AppChannelError, Outcome
@@ -156,9 +155,10 @@ class DropEventError(Exception):
 # Rows read ahead per subscription (single-event delivery), and the bytes that may hold.
 PREFETCH_ROWS = 64
 PREFETCH_BYTES = 256 * 1024
-# Events the fast lane holds in memory per subscription beyond those being delivered (MQTT
-# delivers in bursts: a publisher's batch arrives at once).
-FAST_QUEUE = 64
+# Events the fast lane holds in memory per subscription beyond those being delivered: MQTT
+# delivers in bursts (a publisher's batch arrives at once), and arrivals wait here while rows
+# stored before them commit (up to a commit window: 1,000 msg/s x 100 ms is 100 events).
+FAST_QUEUE = 256
 
 
 @dataclass(slots=True)
@@ -184,7 +184,7 @@ class _Worker(Generic[T]):
     queue: deque[Arrival] = field(default_factory=deque)
     runners: int = 0
     lane_failed: bool = False
-    lane: Callable[[Arrival], bool] | None = None  # this worker's lane, as given the inbox
+    lane: _Lane[T] | None = None  # this worker's lane, as given the inbox
 
 
 class Deliverer(Generic[T]):
@@ -261,7 +261,7 @@ class Deliverer(Generic[T]):
             worker.task = asyncio.create_task(self._loop(worker), name=f"inbox-deliver:{key}")
             self._workers[key] = worker
             if self._fast_lane:
-                worker.lane = partial(self._offer, worker)
+                worker.lane = _Lane(self, worker)
                 self.inbox.set_lane(key, worker.lane)
         for worker in gone:
             del self._workers[worker.sub.key]
@@ -280,6 +280,7 @@ class Deliverer(Generic[T]):
         for w in workers:
             if w.lane is not None and self.inbox.lane(w.sub.key) is w.lane:
                 self.inbox.set_lane(w.sub.key, None)
+            self._spill(w)  # queued arrivals: stored (their ack waits for the commit)
         loops = [w.task for w in workers if w.task is not None]
         for task in loops:
             task.cancel()
@@ -339,6 +340,9 @@ class Deliverer(Generic[T]):
             # Every row read (fewer than asked, within the byte budget): none is left behind.
             whole = len(w.ahead) < asked and sum(r.size for r in w.ahead) < PREFETCH_BYTES
             w.clear_mark = mark if whole else None
+            if not w.ahead:
+                self._dispatch(w)  # fast-lane arrivals that waited for these rows
+                free = limit - len(w.inflight)
         for row in w.ahead[:limit]:
             if free == 0:
                 break
@@ -364,50 +368,81 @@ class Deliverer(Generic[T]):
     # --- the fast lane (Inbox.add) -------------------------------------------------------------
 
     def _offer(self, w: _Worker[T], arrival: Arrival) -> bool:
-        """Take ``arrival`` to deliver from memory, if no stored row of the subscription waits
-        (so arrival order is kept): at once when a slot is free, else queued behind the
-        fast-lane events in flight (at most ``FAST_QUEUE`` of them); see :meth:`Inbox.add`."""
+        """Take ``arrival`` to deliver from memory, behind the stored rows and the fast-lane
+        events before it (at most ``FAST_QUEUE`` queued); see :meth:`Inbox.add`."""
         sub = w.sub
         if (self._workers.get(sub.key) is not w or not self._ready.is_set()
                 or (self._bulk is not None and sub.bulk.enabled)):
             return False
-        if w.ahead or w.ahead is None or w.clear_mark is None or w.lane_failed:
+        if w.lane_failed or len(w.queue) >= FAST_QUEUE:
             return False
-        if w.clear_mark != self.inbox.insert_mark(sub.key) or len(w.queue) >= FAST_QUEUE:
+        if w.ahead is None or w.ahead:
+            # Rows wait (being delivered, or for a retry), or the loop must read again: this
+            # one is stored behind them. Rows only queued for insert (not committed, so not
+            # read yet) are waited for instead: they will be there within a commit.
             return False
+        arrival.barrier = self.inbox.insert_count(sub.key)
         w.fast[arrival.row.seq] = arrival
         w.queue.append(arrival)
-        if any(a.stored is not None and not a.delivered for a in w.fast.values()):
-            # The app is slow (an event outlived its window): this one's insert goes now, so
-            # its ack waits for no more than a commit; it is still delivered from memory,
-            # in order (its row deleted after, or not written if the app was quicker).
-            self.inbox.store(arrival)
-        if w.runners < max(1, self._concurrency(sub)):
+        if not self._clear(w, arrival.barrier) or any(
+                a.started is not None and a.stored is not None and not a.delivered
+                for a in w.fast.values()):
+            # Stored rows come first (the loop delivers them), or the app is slow (an event
+            # outlived its window): this one's window starts now, not when it is posted, so
+            # its ack waits no more than that and a commit; it is still delivered from
+            # memory, in order (a row written meanwhile is deleted after).
+            arrival.block()
+        self._dispatch(w)
+        return True
+
+    def _clear(self, w: _Worker[T], barrier: int) -> bool:
+        """Whether every row stored before ``barrier`` (:meth:`Inbox.insert_count`) was read
+        and delivered (or is being deleted): then the lane may deliver what came after."""
+        return (w.ahead is not None and not w.ahead and w.clear_mark is not None
+                and w.clear_mark >= barrier)
+
+    def _dispatch(self, w: _Worker[T]) -> None:
+        """Start fast-lane tasks for the queued arrivals, as slots allow, once the first of
+        them waits for no stored row."""
+        limit = max(1, self._concurrency(w.sub))
+        while (w.queue and w.runners < limit and len(w.inflight) < limit
+               and (w.lane_failed or self._clear(w, w.queue[0].barrier))):
             w.runners += 1
             slot = -next(self._slots)  # in ``inflight``, so the loop counts it
             w.inflight[slot] = asyncio.create_task(
-                self._run_lane(w, slot), name=f"inbox-deliver:{sub.key}:fast")
-        return True
+                self._run_lane(w, slot), name=f"inbox-deliver:{w.sub.key}:fast")
+
+    def _spill(self, w: _Worker[T]) -> None:
+        """The lane's queued (not started) arrivals leave it: stored, in order, and counted
+        as stored rows, so the loop delivers them from their rows (see :meth:`Lane.spill`)."""
+        if not w.queue:
+            return
+        for arrival in w.queue:
+            arrival.refuse()
+            self.inbox.store(arrival, counted=True)
+            w.fast.pop(arrival.row.seq, None)
+        w.queue.clear()
+        w.ahead = None
 
     async def _run_lane(self, w: _Worker[T], slot: int) -> None:
-        """Deliver the queued fast-lane events. With ``concurrency`` 1, once one is not taken
-        by the app the rest are stored (in order) and left to the loop, behind it."""
+        """Deliver the queued fast-lane events while the first waits for no stored row. With
+        ``concurrency`` 1, once one is not taken by the app the rest are stored (in order)
+        and left to the loop, behind it."""
         key = w.sub.key
         try:
-            while w.queue:
+            while w.queue and (w.lane_failed or self._clear(w, w.queue[0].barrier)):
                 arrival = w.queue.popleft()
                 if w.lane_failed:
                     await self._fall_back(w, arrival)
                 else:
                     await self._fast(w, arrival)
+        except asyncio.CancelledError:
+            self._spill(w)
+            raise
         finally:
             w.inflight.pop(slot, None)
             w.runners -= 1
-            if w.runners == 0:
-                for arrival in w.queue:  # cancelled: their ack waits for their commit
-                    arrival.refuse()
-                    w.fast.pop(arrival.row.seq, None)
-                w.queue.clear()
+            if w.runners == 0 and not w.queue:
                 w.lane_failed = False
             self.inbox.waiter(key).set()
 
@@ -420,6 +455,7 @@ class Deliverer(Generic[T]):
                 await self.inbox.store(arrival)  # failed: not acknowledged; the broker has it
         finally:
             w.fast.pop(arrival.row.seq, None)
+            w.ahead = None
 
     async def _fast(self, w: _Worker[T], arrival: Arrival) -> None:
         """Deliver a fast-lane event; on success it needs no row (one stored meanwhile is
@@ -690,6 +726,22 @@ class Deliverer(Generic[T]):
         INBOX_DEADLETTERED.labels(subscription=key, where="local").inc()
         log.warning("inbox: event %s of %s parked as dead letter %s (%s); see `edge-runtime"
                     " deadletters list`", _describe(row), key, dead_id, reason)
+
+
+class _Lane(Generic[T]):
+    """A worker's fast lane as the inbox sees it (:class:`~edge_runtime.inbox.store.Lane`)."""
+
+    __slots__ = ("_deliverer", "_worker")
+
+    def __init__(self, deliverer: Deliverer[T], worker: _Worker[T]) -> None:
+        self._deliverer = deliverer
+        self._worker = worker
+
+    def offer(self, arrival: Arrival) -> bool:
+        return self._deliverer._offer(self._worker, arrival)
+
+    def spill(self) -> None:
+        self._deliverer._spill(self._worker)
 
 
 def _describe(row: InboxRow) -> str:

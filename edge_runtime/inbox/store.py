@@ -50,7 +50,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from edge_runtime.errors import StorageFullError
 from edge_runtime.inbox import schema
@@ -142,8 +142,9 @@ class Arrival:
     then :meth:`Inbox.store` to get the stored row and retry it as any other).
     """
 
-    __slots__ = ("_inbox", "adding", "answer", "changed", "delivered", "key", "remembered", "row",
-                 "seq", "started", "stored", "unit")
+    __slots__ = ("_inbox", "adding", "answer", "barrier", "blocked", "changed", "counted",
+                 "delivered", "insert", "key", "remembered", "row", "seq", "started", "stored",
+                 "unit")
 
     def __init__(self, inbox: Inbox, row: InboxRow, key: bytes | None,
                  unit: Callable[[sqlite3.Connection], int | None]) -> None:
@@ -162,8 +163,19 @@ class Arrival:
         self.answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.unit = unit  # its insert (run on the writer thread)
         self.started: float | None = None  # loop time its delivery began
+        self.blocked: float | None = None  # loop time it began waiting for stored rows
+        self.barrier = 0  # the lane's: stored rows it must wait for (Inbox.insert_count)
+        self.insert: asyncio.Future[int | None] | None = None  # the writer's future
+        self.counted = False  # its insert counts in Inbox.insert_mark
         self.changed = asyncio.Event()  # set on every change above (for Inbox.add)
         self.adding: asyncio.Future[None] | None = None  # what its duplicates wait for
+
+    def block(self) -> None:
+        """It waits for stored rows before it: its insert is held for the commit window
+        from now at most (its ack then waits for the commit)."""
+        if self.blocked is None:
+            self.blocked = asyncio.get_running_loop().time()
+            self.changed.set()
 
     def begin(self) -> None:
         """Its delivery to the app begins: the app has the commit window from now."""
@@ -192,9 +204,19 @@ class Arrival:
             self.changed.set()
 
 
-Lane = Callable[[Arrival], bool]
-"""A fast lane (the deliverer's): takes an :class:`Arrival` to deliver at once, or answers
-``False`` (busy, or rows are waiting): the event then takes the stored path."""
+class Lane(Protocol):
+    """A subscription's fast lane (the deliverer's)."""
+
+    def offer(self, arrival: Arrival) -> bool:
+        """Take ``arrival`` to deliver from memory (in order, behind what is stored or queued
+        before it), or answer ``False``: it then takes the stored path."""
+        ...
+
+    def spill(self) -> None:
+        """An event of the subscription is being stored (its insert is queued next): give up
+        the arrivals queued and not started, storing each (:meth:`Inbox.store` with
+        ``counted``), so they are delivered from their rows, before it."""
+        ...
 
 
 class Inbox:
@@ -346,6 +368,11 @@ class Inbox:
         """The fast lane of ``sub_key``, if it has one."""
         return self._lanes.get(sub_key)
 
+    def insert_count(self, sub_key: str) -> int:
+        """A number that grows whenever a row of ``sub_key`` is queued for insert outside the
+        fast lane (or rows come back from the dead letters)."""
+        return self._generation + self._inserts.get(sub_key, 0)
+
     def insert_mark(self, sub_key: str) -> int | None:
         """A number that changes whenever a row of ``sub_key`` is queued for insert (or rows
         come back from the dead letters); ``None`` while an insert is not committed yet.
@@ -354,7 +381,7 @@ class Inbox:
         mark is unchanged that no row was added since (by this process)."""
         if self._inserting.get(sub_key, 0):
             return None
-        return self._generation + self._inserts.get(sub_key, 0)
+        return self.insert_count(sub_key)
 
     async def add(
         self, sub_key: str, received: Received, event_id: str | None,
@@ -446,12 +473,16 @@ class Inbox:
                 dict(received.metadata), event, size, wall,
                 None if ttl_ms is None else boot, None if ttl_ms is None else mono + ttl_ms,
                 0, None, None, None, None), key, unit)
-            if not lane(arrival):
+            if not lane.offer(arrival):
                 arrival = None
                 INBOX_FAST_LANE.labels(subscription=sub_key, path="stored").inc()
         if arrival is not None:
             return await self._add_fast(arrival)
-        self._queue_held(sub_key)  # events held back by the fast lane come first
+        # Events of the fast lane that arrived before this one get their rows first; those
+        # not started leave the lane, to be delivered from their rows, before this one.
+        self._queue_held(sub_key)
+        if lane is not None:
+            lane.spill()
         done = self._submit_insert(sub_key, unit, size)
         if key is not None:
             self._adding[key] = asyncio.get_running_loop().create_future()
@@ -478,12 +509,15 @@ class Inbox:
             done = self.db.submit(unit, size=size)
         except DBError as exc:
             raise InboxError(f"inbox: add failed: {exc}") from exc
-        if not counted:
-            return done
-        self._inserts[sub_key] = self._inserts.get(sub_key, 0) + 1
-        self._inserting[sub_key] = self._inserting.get(sub_key, 0) + 1
-        done.add_done_callback(partial(self._insert_ended, sub_key))
+        if counted:
+            self._count_insert(sub_key, done)
         return done
+
+    def _count_insert(self, sub_key: str, done: asyncio.Future[Any]) -> None:
+        self._inserts[sub_key] = self._inserts.get(sub_key, 0) + 1
+        if not done.done():
+            self._inserting[sub_key] = self._inserting.get(sub_key, 0) + 1
+            done.add_done_callback(partial(self._insert_ended, sub_key))
 
     def _insert_ended(self, sub_key: str, _done: asyncio.Future[Any]) -> None:
         left = self._inserting.get(sub_key, 1) - 1
@@ -506,7 +540,8 @@ class Inbox:
             hold = self.db.commit_window_ms / 1000
             loop = asyncio.get_running_loop()
             while not arrival.answer.done() and arrival.stored is None:
-                left = None if arrival.started is None else arrival.started + hold - loop.time()
+                since = arrival.started if arrival.started is not None else arrival.blocked
+                left = None if since is None else since + hold - loop.time()
                 if left is not None and left <= 0:
                     break
                 arrival.changed.clear()
@@ -518,8 +553,9 @@ class Inbox:
             if arrival.taken():
                 return True
             if arrival.stored is None:
-                # The app is slow: this insert, and those of the events behind it, now.
-                self._queue_held(sub_key)
+                # The app had its window: this insert now, after those of the events before
+                # it (rows keep arrival order); the window of those behind starts now.
+                self._queue_held(sub_key, upto=arrival)
             stored = self.store(arrival)
             if not arrival.answer.done():
                 # The ack on whichever comes first: the commit or the app's success.
@@ -546,11 +582,16 @@ class Inbox:
             if key is not None and arrival.adding is not None:
                 self._release(key, arrival.adding)
 
-    def store(self, arrival: Arrival) -> asyncio.Future[InboxRow | None]:
+    def store(self, arrival: Arrival, *, counted: bool = False) -> asyncio.Future[InboxRow | None]:
         """Queue the insert of an event of the fast lane (once: later calls give the same
         future); the future gives the stored row (its real ``seq``) after the commit (``None``
         if the app took the event before the insert ran: no row), or raises what :meth:`add`
-        raises (then nothing was stored)."""
+        raises (then nothing was stored). ``counted``: the row leaves the lane, so it counts
+        in :meth:`insert_mark` like any stored row (also when queued before)."""
+        if counted and not arrival.counted:
+            arrival.counted = True
+            if arrival.insert is not None:
+                self._count_insert(arrival.row.sub_key, arrival.insert)
         if arrival.stored is None:
             row = arrival.row
             with contextlib.suppress(ValueError):
@@ -560,11 +601,13 @@ class Inbox:
             arrival.stored = outer
             arrival.changed.set()
             try:
-                # Not counted in insert_mark: the lane knows this row (Arrival.seq).
-                done = self._submit_insert(row.sub_key, arrival.unit, row.size, counted=False)
+                # Not counted in insert_mark while the lane has it (Arrival.seq says which).
+                done = self._submit_insert(row.sub_key, arrival.unit, row.size,
+                                           counted=arrival.counted)
             except InboxError as exc:
                 outer.set_exception(exc)
             else:
+                arrival.insert = done
                 done.add_done_callback(partial(self._arrival_stored, arrival))
         return arrival.stored
 
@@ -658,12 +701,17 @@ class Inbox:
             return
         fut.add_done_callback(_log_lazy_failure)
 
-    def _queue_held(self, sub_key: str) -> None:
+    def _queue_held(self, sub_key: str, upto: Arrival | None = None) -> None:
         """Queue the inserts of ``sub_key``'s fast-lane events still held back (in arrival
-        order), so a row stored now comes after them."""
+        order), so a row stored now comes after them; with ``upto``, of those up to it (the
+        window of the others starts now)."""
+        after = False
         for arrival in list(self._held.get(sub_key, ())):
-            if not arrival.delivered:
+            if after:
+                arrival.block()
+            elif not arrival.delivered:
                 self.store(arrival)
+            after = after or arrival is upto
 
     def _added(self, sub_key: str, key: bytes, done: asyncio.Future[int | None]) -> None:
         """The commit of an event with an id ended: remember the id if it was stored."""
