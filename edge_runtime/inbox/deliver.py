@@ -55,6 +55,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from edge_runtime.appchannel import AppChannelError, Outcome
@@ -432,10 +433,14 @@ class Deliverer(Generic[T]):
         try:
             while w.queue and (w.lane_failed or self._clear(w, w.queue[0].barrier)):
                 arrival = w.queue.popleft()
-                if w.lane_failed:
-                    await self._fall_back(w, arrival)
-                else:
-                    await self._fast(w, arrival)
+                try:
+                    if w.lane_failed:
+                        await self._fall_back(w, arrival)
+                    else:
+                        await self._fast(w, arrival)
+                except Exception:  # a bug must not stop the lane: the event is stored instead
+                    log.exception("inbox: the fast lane failed on event %s of %s",
+                                  _describe(arrival.row), key)
         except asyncio.CancelledError:
             self._spill(w)
             raise
@@ -461,7 +466,7 @@ class Deliverer(Generic[T]):
         """Deliver a fast-lane event; on success it needs no row (one stored meanwhile is
         deleted), otherwise its row is stored and settled as any delivery's."""
         sub, row = w.sub, arrival.row
-        took = False
+        took = keep = False
         try:
             expired = self.inbox.expired(row)  # while it waited in the queue
             result: Outcome | Exception = Outcome.DROP
@@ -472,15 +477,20 @@ class Deliverer(Generic[T]):
                 took = True
                 stored = arrival.accept()
                 self._count_success(sub.key)
-                if stored is not None:  # its insert was queued: delete the row it wrote
-                    with contextlib.suppress(InboxError, StorageFullError):
-                        written = await stored
-                        if written is not None:
-                            self._complete_later(written)
+                if stored is not None:  # its insert was queued: delete the row it wrote,
+                    # once committed (without waiting: the lane goes on; reads skip the row)
+                    keep = True
+                    if stored.done():
+                        self._fast_stored(w, arrival, stored)
+                    else:
+                        stored.add_done_callback(partial(self._fast_stored, w, arrival))
                 return
             arrival.refuse()
             stored = self.inbox.store(arrival)
-            if self._concurrency(sub) <= 1 and not expired:
+            retried = not (expired or result is Outcome.DROP
+                           or isinstance(result, (PoisonEventError, DropEventError)))
+            if self._concurrency(sub) <= 1 and retried:
+                # It will be retried from its row: those behind it wait for it, from rows.
                 w.lane_failed = True
                 for later in w.queue:  # their rows go behind this one's, in arrival order
                     later.refuse()
@@ -497,9 +507,21 @@ class Deliverer(Generic[T]):
                                 else self._settle(sub, written, result))
         finally:
             arrival.refuse()  # no-op once answered; else (cancelled) the ack waits for a commit
-            w.fast.pop(row.seq, None)
+            if not keep:
+                w.fast.pop(row.seq, None)
             if not took:
                 w.ahead = None
+
+    def _fast_stored(self, w: _Worker[T], arrival: Arrival,
+                     stored: asyncio.Future[InboxRow | None]) -> None:
+        """The insert of a fast-lane event the app took ended: delete the row it wrote."""
+        try:
+            if not stored.cancelled() and stored.exception() is None:
+                written = stored.result()
+                if written is not None:
+                    self._complete_later(written)
+        finally:
+            w.fast.pop(arrival.row.seq, None)
 
     async def _take_batch(self, w: _Worker[T]) -> float:
         """Start a bulk batch once it is full or has waited ``max_await_ms``; else how long
