@@ -1,7 +1,9 @@
 """End-to-end latency publish → app at a fixed rate, against bare paho on the same broker.
 
 Path measured: HTTP publish to a publisher sidecar (fsync into its outbox) → relay → mosquitto
-→ subscriber sidecar (fsync into its inbox, then PUBACK) → HTTP POST to the app. The app and
+→ subscriber sidecar (the fast lane: the app gets the event from memory while its insert
+waits in the commit window; PUBACK after the app's success or the inbox commit) → HTTP POST to
+the app. The app and
 the publishing client run in this process, so one clock times both ends.
 Baseline in the same run: a bare paho publisher and a bare paho subscriber (QoS 1, no
 durability) on the same broker at the same rate.
@@ -12,6 +14,10 @@ app (one event in flight, as by default); the rate is counted from the first arr
 last. Baseline in the same run: the same app server answering a client that posts one request
 at a time over one keep-alive connection from another process (what the app server alone
 takes).
+
+``--trees A,B --repeat N`` runs the sidecar path with the sidecars from each source tree (its
+working directory and first on ``PYTHONPATH``), N times each, interleaved, and prints the
+min/median/max of p50 and p99 per tree with the ratio of the medians to the first tree's.
 """
 
 from __future__ import annotations

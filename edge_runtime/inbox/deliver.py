@@ -16,6 +16,17 @@ without an fsync; the loop skips rows whose delete is pending, so the live loop 
 a row twice, and a crash before the delete commits means one redelivery (at least once). It waits
 while the ``ready`` event is clear (the app is not up, or unhealthy).
 
+The fast lane (``fast_lane=True``, the runtime's app deliverer; not bulk subscriptions, not
+streams or input bindings): :meth:`Inbox.add <edge_runtime.inbox.store.Inbox.add>` offers each
+arrival to its subscription's lane, which delivers it from memory, in arrival order, behind
+the events queued before it and any rows stored before it (it waits for rows only queued for
+insert; when rows wait in the inbox, for a retry or for delivery, the arrival takes the stored
+path instead, and so do the lane's queued events, before it). The ack needs the app's success
+or the event's commit; an event the app did not take is stored and settled as any row's
+delivery (with ``concurrency`` 1 the events queued behind a retried one are stored behind it
+and left to the loop). Reads skip the rows of events the lane holds, as they skip rows whose
+delete is pending.
+
 Outcomes:
 
 * SUCCESS: the row is deleted.

@@ -1,13 +1,19 @@
-"""The durable inbox: incoming events committed before the broker's ack (DESIGN.md §1, §5).
+"""The durable inbox: incoming events committed, or taken by the app, before the broker's ack
+(DESIGN.md §1, §5).
 
 :meth:`Inbox.add` returns only after the event's row is committed (group commit, one fsync per
-batch in ``full`` durability), so the component may acknowledge the message to the broker as
-soon as it returns; if it raises, the message must not be acknowledged. Dedup: an event with an
-id already seen for the same subscription is not stored and ``add`` returns ``False`` (the
-caller still acknowledges it); a duplicate arriving while the first copy's commit is pending
-waits for it (and is stored if that one failed). Ids are kept at most ``seen_ttl_s`` (wall
-clock) and ``seen_max`` per subscription, pruned by the maintenance task and, as soon as a
-subscription passes ``seen_max`` by a tenth, at once (so the memory they take is bounded).
+batch in ``full`` durability), or, when the subscription's fast lane (:class:`Lane`, the
+deliverer's) took the event, once the app accepted it, whichever comes first; so the component
+may acknowledge the message to the broker as soon as it returns; if it raises, the message
+must not be acknowledged. An event the app accepts within the commit window (counted from when
+it is posted) is never written: only its dedup id, lazily (:meth:`Database.write_soon`).
+
+Dedup: an event with an id already seen for the same subscription is not stored and ``add``
+returns ``False`` (the caller still acknowledges it); a duplicate arriving while the first
+copy's commit (or fast delivery) is pending waits for it (and is stored if that one failed).
+Ids are kept at most ``seen_ttl_s`` (wall clock) and ``seen_max`` per subscription, pruned by
+the maintenance task and, as soon as a subscription passes ``seen_max`` by a tenth, at once
+(so the memory they take is bounded).
 Events without an id (raw payloads) are at-least-once.
 
 Flash wear (docs/performance.md, the commit window): ids are appended to ``seen_log`` in
