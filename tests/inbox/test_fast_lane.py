@@ -113,7 +113,12 @@ def window_ms() -> float:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, window_ms: float) -> AsyncIterator[Rig]:
+def concurrency() -> int:
+    return 1
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, window_ms: float, concurrency: int) -> AsyncIterator[Rig]:
     inbox = Inbox(tmp_path, commit_window_ms=window_ms)
     await inbox.open()
     app = App()
@@ -123,7 +128,8 @@ async def rig(tmp_path: Path, window_ms: float) -> AsyncIterator[Rig]:
         ready = asyncio.Event()
         ready.set()
         deliverer = Deliverer(inbox, AppDelivery(channel), ready=ready, poll_interval_s=0.05,
-                              retry=lambda _p: QUICK, fast_lane=True)
+                              retry=lambda _p: QUICK, fast_lane=True,
+                              concurrency=concurrency)
         await deliverer.start([SUB])
         await asyncio.sleep(0.05)  # the worker's first read: nothing waits
         await _count_inserts(inbox)
@@ -297,3 +303,29 @@ async def test_window_0_rows_written_meanwhile_are_deleted_and_nothing_repeats(
     await until(lambda: rig.rows() == 0)
     await asyncio.sleep(0.1)
     assert rig.app.seen == list(range(n))  # once each, in order
+
+
+@pytest.mark.parametrize("concurrency", [4])
+async def test_delivery_concurrency_4_several_in_flight_each_once_no_rows(rig: Rig) -> None:
+    active = 0
+    most = 0
+
+    async def slow(req: Request) -> Reply:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        try:
+            await asyncio.sleep(0.003)
+            return await App.__call__(rig.app, req)
+        finally:
+            active -= 1
+
+    rig.server.respond = slow
+    rig.app.fail = {5}
+    n = 40
+    adds = [asyncio.create_task(rig.add(i)) for i in range(n)]
+    assert all(await asyncio.gather(*adds))
+    await until(lambda: len(rig.app.seen) == n)
+    assert sorted(rig.app.seen) == list(range(n))  # each once (order not kept with 4)
+    assert most > 1
+    await until(lambda: rig.rows() == 0)
