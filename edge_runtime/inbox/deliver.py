@@ -405,6 +405,8 @@ class Deliverer(Generic[T]):
             # memory, in order (a row written meanwhile is deleted after).
             arrival.block()
         self._dispatch(w)
+        if not w.runners:  # the loop starts the lane later: its window runs from now
+            arrival.block()
         return True
 
     def _clear(self, w: _Worker[T], barrier: int) -> bool:
@@ -460,6 +462,8 @@ class Deliverer(Generic[T]):
             w.runners -= 1
             if w.runners == 0 and not w.queue:
                 w.lane_failed = False
+            for waiting in w.queue:  # left for the loop to start again: windows run from now
+                waiting.block()
             self.inbox.waiter(key).set()
 
     async def _fall_back(self, w: _Worker[T], arrival: Arrival) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.appchannel.http import HttpAppChannel
-from edge_runtime.inbox import Deliverer, Inbox, RetryPolicy
+from edge_runtime.inbox import Deliverer, Inbox, InboxLimits, RetryPolicy
 from edge_runtime.inbox.appdelivery import AppDelivery, peek_envelope
 from edge_runtime.observability import metrics
 from edge_runtime.pubsub import Received
@@ -329,3 +329,38 @@ async def test_delivery_concurrency_4_several_in_flight_each_once_no_rows(rig: R
     assert sorted(rig.app.seen) == list(range(n))  # each once (order not kept with 4)
     assert most > 1
     await until(lambda: rig.rows() == 0)
+
+
+async def test_inbox_full_the_ack_waits_for_the_app(tmp_path: Path) -> None:
+    """An event that cannot be stored (the inbox is full) is acknowledged only once the app
+    took it from the lane, never before; until then its add waits."""
+    inbox = Inbox(tmp_path, commit_window_ms=WINDOW_MS, limits=InboxLimits(max_messages=1))
+    await inbox.open()
+    app = App()
+    app.gate = asyncio.Event()
+    async with AppServer(app) as server:
+        channel = HttpAppChannel("127.0.0.1", server.port, api_token=None, timeout_s=5,
+                                 app_id="me")
+        ready = asyncio.Event()
+        ready.set()
+        deliverer = Deliverer(inbox, AppDelivery(channel), ready=ready, poll_interval_s=0.05,
+                              retry=lambda _p: QUICK, fast_lane=True)
+        await deliverer.start([SUB])
+        await asyncio.sleep(0.05)
+        rig = Rig(inbox, app, server, deliverer)
+        try:
+            assert await rig.add(0)  # the app is stuck: stored after the window (1 row: full)
+            second = asyncio.create_task(rig.add(1))
+            await asyncio.sleep(WINDOW_MS / 1000 * 5)
+            assert not second.done()  # neither stored (full) nor taken by the app: no ack
+            assert rig.rows() == 1
+            app.gate.set()
+            assert await second  # the app took it: acknowledged now
+            await until(lambda: len(app.seen) == 2)
+            assert app.seen == [0, 1]
+            await until(lambda: rig.rows() == 0)
+        finally:
+            app.gate.set()
+            await deliverer.stop(1.0)
+            await channel.close()
+            await inbox.close()
