@@ -1,4 +1,5 @@
-"""The subscribe path: broker → inbox (durable, then ack) → deliverer → app.
+"""The subscribe path: broker → inbox (durable, or taken by the app through the inbox's fast
+lane, then ack) → deliverer → app.
 
 Subscriptions come from ``Subscription`` YAML (declarative) and from the app's
 ``/dapr/subscribe`` (programmatic). The programmatic list is saved in the data dir, so at the
