@@ -1,7 +1,9 @@
 """End-to-end latency publish → app at a fixed rate, against bare paho on the same broker.
 
 Path measured: HTTP publish to a publisher sidecar (fsync into its outbox) → relay → mosquitto
-→ subscriber sidecar (fsync into its inbox, then PUBACK) → HTTP POST to the app. The app and
+→ subscriber sidecar (the fast lane: the app gets the event from memory while its insert
+waits in the commit window; PUBACK after the app's success or the inbox commit) → HTTP POST to
+the app. The app and
 the publishing client run in this process, so one clock times both ends.
 Baseline in the same run: a bare paho publisher and a bare paho subscriber (QoS 1, no
 durability) on the same broker at the same rate.
@@ -12,6 +14,10 @@ app (one event in flight, as by default); the rate is counted from the first arr
 last. Baseline in the same run: the same app server answering a client that posts one request
 at a time over one keep-alive connection from another process (what the app server alone
 takes).
+
+``--trees A,B --repeat N`` runs the sidecar path with the sidecars from each source tree (its
+working directory and first on ``PYTHONPATH``), N times each, interleaved, and prints the
+min/median/max of p50 and p99 per tree with the ratio of the medians to the first tree's.
 """
 
 from __future__ import annotations
@@ -89,8 +95,19 @@ def baseline(port: int, rate: float, seconds: float) -> list[float]:
     return lat
 
 
+def tree_env(tree: str) -> dict[str, object]:
+    """``create_subprocess_exec`` arguments that run a sidecar from source tree ``tree`` (its
+    working directory, where ``python -m`` imports from first, and first on ``PYTHONPATH``);
+    "": this one."""
+    if not tree:
+        return {}
+    old = os.environ.get("PYTHONPATH")
+    return {"cwd": tree,
+            "env": {**os.environ, "PYTHONPATH": os.pathsep.join([tree, *([old] if old else [])])}}
+
+
 async def sidecars(
-    work: Path, broker: Mosquitto, app_port: int, concurrency: int = 1
+    work: Path, broker: Mosquitto, app_port: int, concurrency: int = 1, tree: str = "",
 ) -> list[asyncio.subprocess.Process]:
     procs = []
     for name, extra in (("sub", ["--app-port", str(app_port)]), ("pub", [])):
@@ -121,6 +138,7 @@ async def sidecars(
                 "--log-level",
                 "warn",
                 *extra,
+                **tree_env(tree),  # type: ignore[arg-type]
             )
         )
     return procs
@@ -167,7 +185,7 @@ class SidecarRun:
 
 async def through_sidecars(
     work: Path, broker: Mosquitto, rate: float, seconds: float, *, split: bool = False,
-    concurrency: int = 1,
+    concurrency: int = 1, tree: str = "",
 ) -> SidecarRun:
     run = SidecarRun()
     lat, acked = run.lat, run.acked
@@ -184,7 +202,7 @@ async def through_sidecars(
         return Reply(200, b"")
 
     async with AppServer(respond) as app:
-        procs = await sidecars(work, broker, app.port, concurrency)
+        procs = await sidecars(work, broker, app.port, concurrency, tree)
         try:
             sub_port = await port_of(work / "sub" / "data")
             pub_port = await port_of(work / "pub" / "data")
@@ -244,7 +262,7 @@ async def _prefill(data: Path, n: int) -> None:
         key = subscription_key("mqtt", DRAIN_TOPIC)
         for start in range(0, n, 500):
             await asyncio.gather(*(
-                inbox.add(key, Received(DRAIN_TOPIC, _event(i), {}), f"drain-{i}")
+                inbox.add(key, Received(DRAIN_TOPIC, _event(i), DRAIN_TOPIC, {}), f"drain-{i}")
                 for i in range(start, min(n, start + 500))
             ))
     finally:
@@ -305,8 +323,16 @@ def main() -> None:
     ap.add_argument("--delivery-concurrency", type=int, default=1,
                     help="the subscriber's deliveryConcurrency (1, the default: in order)")
     ap.add_argument("--drain", type=int, default=5000,
-                    help="events for the in-order delivery rate (0: skip it)")
+                    help="events for the in-order delivery rate (0: skip it; skipped with"
+                         " --trees)")
+    ap.add_argument("--trees", default="",
+                    help="source trees to run the sidecars from, comma-separated: each is run"
+                         " --repeat times, interleaved, and compared with the first")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per tree (with --trees)")
     args = ap.parse_args()
+    if args.trees:
+        compare(args)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         broker = Mosquitto(work / "broker")
@@ -350,6 +376,46 @@ def main() -> None:
         )
         print(f"  the app server alone (one keep-alive connection, one request at a time):"
               f" {alone:.0f} requests/s")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """``--trees``: the sidecar path from each tree, ``--repeat`` times, interleaved (the
+    machine's other load spreads over all of them); min/median/max of p50 and p99, and the
+    ratio of the medians to the first tree's."""
+    trees = [t for t in args.trees.split(",") if t]
+    n = int(args.rate * args.seconds)
+    runs: dict[str, list[SidecarRun]] = {t: [] for t in trees}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = Mosquitto(work / "broker")
+        broker.start()
+        try:
+            for rep in range(args.repeat):
+                for i, tree in enumerate(trees):
+                    runs[tree].append(asyncio.run(through_sidecars(
+                        work / f"r{rep}-{i}", broker, args.rate, args.seconds,
+                        concurrency=args.delivery_concurrency, tree=tree)))
+        finally:
+            broker.stop()
+    print(f"latency bench: {args.rate:.0f} msg/s for {args.seconds:.0f}s, mosquitto on loopback,"
+          f" deliveryConcurrency {args.delivery_concurrency}, {args.repeat} runs per tree"
+          f" (min/median/max), {os.cpu_count()} cores shared")
+    print("  HTTP -> sidecar -> broker -> sidecar -> app")
+
+    def mmm(values: list[float]) -> str:
+        return "/".join(f"{v:.2f}" for v in (min(values), statistics.median(values),
+                                             max(values)))
+
+    first: tuple[float, float] | None = None
+    for i, tree in enumerate(trees):
+        p50s = [pct(r.lat, 0.5) for r in runs[tree]]
+        p99s = [pct(r.lat, 0.99) for r in runs[tree]]
+        med = statistics.median(p50s), statistics.median(p99s)
+        first = first or med
+        arrived = sum(len(r.lat) for r in runs[tree])
+        print(f"  @{i} {tree}: p50 ms {mmm(p50s)}  p99 ms {mmm(p99s)}  arrived"
+              f" {arrived}/{n * args.repeat}  ratio vs @0 p50 {med[0] / first[0]:.2f}"
+              f" p99 {med[1] / first[1]:.2f}")
 
 
 if __name__ == "__main__":

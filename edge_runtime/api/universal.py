@@ -238,13 +238,7 @@ class Universal:
                 await comp.store.set(requests[0])
                 return
             results = await comp.store.bulk_set(requests)
-        failures = [r for r in results if r is not None]
-        if not failures:
-            return
-        message = "; ".join(sorted({str(f) for f in failures}))
-        mismatch = any(isinstance(f, ETagMismatchError) for f in failures)
-        kind = E.STATE_SAVE_ETAG_MISMATCH if mismatch else E.STATE_SAVE
-        raise APIError(kind, f"{prefix}: {message}")
+        _raise_failures(results, E.STATE_SAVE, prefix, E.STATE_SAVE_ETAG_MISMATCH)
 
     async def delete_state(self, store: str, item: StateItem) -> None:
         """Delete one key (conditionally on ``item.etag``)."""
@@ -271,13 +265,7 @@ class Universal:
         prefix = f"failed deleting state in state store {store}"
         with _translated(E.STATE_BULK_DELETE, prefix):  # a full disk is ERR_STORAGE_FULL
             results = await asyncio.gather(*(one(r) for r in requests))
-        failures = [r for r in results if r is not None]
-        if not failures:
-            return
-        message = "; ".join(sorted({str(f) for f in failures}))
-        mismatch = any(isinstance(f, ETagMismatchError) for f in failures)
-        kind = E.STATE_BULK_DELETE_ETAG_MISMATCH if mismatch else E.STATE_BULK_DELETE
-        raise APIError(kind, f"{prefix}: {message}")
+        _raise_failures(results, E.STATE_BULK_DELETE, prefix, E.STATE_BULK_DELETE_ETAG_MISMATCH)
 
     async def transaction(self, store: str, operations: Sequence[TransactionOp]) -> None:
         """Apply upserts and deletes atomically; any failure is ``ERR_STATE_TRANSACTION``."""
@@ -482,6 +470,20 @@ def _translated(
         raise APIError(mismatch or kind, f"{prefix}: {exc}") from None
     except StateError as exc:
         raise APIError(kind, f"{prefix}: {exc}") from None
+
+
+def _raise_failures(
+    results: Sequence[StateError | None], kind: E.ErrorKind, prefix: str, mismatch: E.ErrorKind
+) -> None:
+    """After a bulk operation whose items succeed or fail on their own: nothing when every
+    result is ``None``, else one ``kind`` error (``mismatch`` when any failure was an etag
+    mismatch) naming each distinct failure once, sorted."""
+    failures = [r for r in results if r is not None]
+    if not failures:
+        return
+    message = "; ".join(sorted({str(f) for f in failures}))
+    etag = any(isinstance(f, ETagMismatchError) for f in failures)
+    raise APIError(mismatch if etag else kind, f"{prefix}: {message}")
 
 
 def now_utc() -> datetime:

@@ -16,6 +16,17 @@ without an fsync; the loop skips rows whose delete is pending, so the live loop 
 a row twice, and a crash before the delete commits means one redelivery (at least once). It waits
 while the ``ready`` event is clear (the app is not up, or unhealthy).
 
+The fast lane (``fast_lane=True``, the runtime's app deliverer; not bulk subscriptions, not
+streams or input bindings): :meth:`Inbox.add <edge_runtime.inbox.store.Inbox.add>` offers each
+arrival to its subscription's lane, which delivers it from memory, in arrival order, behind
+the events queued before it and any rows stored before it (it waits for rows only queued for
+insert; when rows wait in the inbox, for a retry or for delivery, the arrival takes the stored
+path instead, and so do the lane's queued events, before it). The ack needs the app's success
+or the event's commit; an event the app did not take is stored and settled as any row's
+delivery (with ``concurrency`` 1 the events queued behind a retried one are stored behind it
+and left to the loop). Reads skip the rows of events the lane holds, as they skip rows whose
+delete is pending.
+
 Outcomes:
 
 * SUCCESS: the row is deleted.
@@ -50,15 +61,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from edge_runtime.appchannel import AppChannelError, Outcome
 from edge_runtime.errors import StorageFullError
 from edge_runtime.inbox.retry import DEFAULT_RETRY, RetryPolicy
-from edge_runtime.inbox.store import Inbox, InboxError, InboxRow
+from edge_runtime.inbox.store import Arrival, Inbox, InboxError, InboxRow
 from edge_runtime.observability.metrics import (
     INBOX_DEADLETTERED,
     INBOX_DELIVERED,
@@ -153,6 +167,10 @@ class DropEventError(Exception):
 # Rows read ahead per subscription (single-event delivery), and the bytes that may hold.
 PREFETCH_ROWS = 64
 PREFETCH_BYTES = 256 * 1024
+# Events the fast lane holds in memory per subscription beyond those being delivered: MQTT
+# delivers in bursts (a publisher's batch arrives at once), and arrivals wait here while rows
+# stored before them commit (up to a commit window: 1,000 msg/s x 100 ms is 100 events).
+FAST_QUEUE = 256
 
 
 @dataclass(slots=True)
@@ -167,6 +185,18 @@ class _Worker(Generic[T]):
     # worker changes a row in another way (a retry, a drop, a dead letter, a failure): then
     # it is dropped (None) and read again.
     ahead: list[InboxRow] | None = None
+    # The inbox's insert mark (Inbox.insert_mark) when a read found every row of the
+    # subscription (None: it did not, or an insert was pending): while it is unchanged and
+    # ``ahead`` is empty, no stored row waits, and the fast lane may take an arrival.
+    clear_mark: int | None = None
+    # Fast-lane events queued or being delivered, by provisional seq; the queue of those not
+    # started, the tasks delivering them, and whether one was not taken (ordered delivery:
+    # the rest are stored, behind it).
+    fast: dict[int, Arrival] = field(default_factory=dict)
+    queue: deque[Arrival] = field(default_factory=deque)
+    runners: int = 0
+    lane_failed: bool = False
+    lane: _Lane[T] | None = None  # this worker's lane, as given the inbox
 
 
 class Deliverer(Generic[T]):
@@ -189,8 +219,11 @@ class Deliverer(Generic[T]):
         concurrency: int | Callable[[T], int] = 1,
         poll_interval_s: float = 5.0,
         error_pause_s: float = 1.0,
+        fast_lane: bool = False,
     ) -> None:
         self.inbox = inbox
+        self._fast_lane = fast_lane
+        self._slots = itertools.count(1)  # keys of fast-lane tasks in ``inflight`` (negated)
         self._deliver = deliver
         self._ready = ready
         self._dead_letter = dead_letter
@@ -239,6 +272,9 @@ class Deliverer(Generic[T]):
             worker = _Worker[T](sub)
             worker.task = asyncio.create_task(self._loop(worker), name=f"inbox-deliver:{key}")
             self._workers[key] = worker
+            if self._fast_lane:
+                worker.lane = _Lane(self, worker)
+                self.inbox.set_lane(key, worker.lane)
         for worker in gone:
             del self._workers[worker.sub.key]
         await self._stop_workers(gone, deadline_s)
@@ -253,6 +289,10 @@ class Deliverer(Generic[T]):
             await asyncio.wait([self._flusher], timeout=deadline_s)
 
     async def _stop_workers(self, workers: list[_Worker[T]], deadline_s: float) -> None:
+        for w in workers:
+            if w.lane is not None and self.inbox.lane(w.sub.key) is w.lane:
+                self.inbox.set_lane(w.sub.key, None)
+            self._spill(w)  # queued arrivals: stored (their ack waits for the commit)
         loops = [w.task for w in workers if w.task is not None]
         for task in loops:
             task.cancel()
@@ -304,10 +344,17 @@ class Deliverer(Generic[T]):
         if free <= 0:
             return timeout
         if w.ahead is None or len(w.ahead) < limit:
+            mark = self.inbox.insert_mark(key)
+            asked = max(PREFETCH_ROWS, limit)
             w.ahead = await self.inbox.head(
-                key, max(PREFETCH_ROWS, limit), skip=self._completing.get(key, ()),
-                max_bytes=PREFETCH_BYTES, min_rows=limit,
+                key, asked, skip=self._skip(w), max_bytes=PREFETCH_BYTES, min_rows=limit,
             )
+            # Every row read (fewer than asked, within the byte budget): none is left behind.
+            whole = len(w.ahead) < asked and sum(r.size for r in w.ahead) < PREFETCH_BYTES
+            w.clear_mark = mark if whole else None
+            if not w.ahead:
+                self._dispatch(w)  # fast-lane arrivals that waited for these rows
+                free = limit - len(w.inflight)
         for row in w.ahead[:limit]:
             if free == 0:
                 break
@@ -323,6 +370,174 @@ class Deliverer(Generic[T]):
             free -= 1
         return timeout
 
+    def _skip(self, w: _Worker[T]) -> Collection[int]:
+        """Rows a read leaves out: those being deleted, and those the fast lane is handling
+        (stored when the app was slow or failed)."""
+        deleting = self._completing.get(w.sub.key, ())
+        fast = [a.seq for a in w.fast.values() if a.seq is not None]
+        return {*deleting, *fast} if fast else deleting
+
+    # --- the fast lane (Inbox.add) -------------------------------------------------------------
+
+    def _offer(self, w: _Worker[T], arrival: Arrival) -> bool:
+        """Take ``arrival`` to deliver from memory, behind the stored rows and the fast-lane
+        events before it (at most ``FAST_QUEUE`` queued); see :meth:`Inbox.add`."""
+        sub = w.sub
+        if (self._workers.get(sub.key) is not w or not self._ready.is_set()
+                or (self._bulk is not None and sub.bulk.enabled)):
+            return False
+        if w.lane_failed or len(w.queue) >= FAST_QUEUE:
+            return False
+        if w.ahead is None or w.ahead:
+            # Rows wait (being delivered, or for a retry), or the loop must read again: this
+            # one is stored behind them. Rows only queued for insert (not committed, so not
+            # read yet) are waited for instead: they will be there within a commit.
+            return False
+        arrival.barrier = self.inbox.insert_count(sub.key)
+        w.fast[arrival.row.seq] = arrival
+        w.queue.append(arrival)
+        if not self._clear(w, arrival.barrier) or any(
+                a.started is not None and a.stored is not None and not a.delivered
+                for a in w.fast.values()):
+            # Stored rows come first (the loop delivers them), or the app is slow (an event
+            # outlived its window): this one's window starts now, not when it is posted, so
+            # its ack waits no more than that and a commit; it is still delivered from
+            # memory, in order (a row written meanwhile is deleted after).
+            arrival.block()
+        self._dispatch(w)
+        if not w.runners:  # the loop starts the lane later: its window runs from now
+            arrival.block()
+        return True
+
+    def _clear(self, w: _Worker[T], barrier: int) -> bool:
+        """Whether every row stored before ``barrier`` (:meth:`Inbox.insert_count`) was read
+        and delivered (or is being deleted): then the lane may deliver what came after."""
+        return (w.ahead is not None and not w.ahead and w.clear_mark is not None
+                and w.clear_mark >= barrier)
+
+    def _dispatch(self, w: _Worker[T]) -> None:
+        """Start fast-lane tasks for the queued arrivals, as slots allow, once the first of
+        them waits for no stored row."""
+        limit = max(1, self._concurrency(w.sub))
+        while (w.queue and w.runners < limit and len(w.inflight) < limit
+               and (w.lane_failed or self._clear(w, w.queue[0].barrier))):
+            w.runners += 1
+            slot = -next(self._slots)  # in ``inflight``, so the loop counts it
+            w.inflight[slot] = asyncio.create_task(
+                self._run_lane(w, slot), name=f"inbox-deliver:{w.sub.key}:fast")
+
+    def _spill(self, w: _Worker[T]) -> None:
+        """The lane's queued (not started) arrivals leave it: stored, in order, and counted
+        as stored rows, so the loop delivers them from their rows (see :meth:`Lane.spill`)."""
+        if not w.queue:
+            return
+        for arrival in w.queue:
+            arrival.refuse()
+            self.inbox.store(arrival, counted=True)
+            w.fast.pop(arrival.row.seq, None)
+        w.queue.clear()
+        w.ahead = None
+
+    async def _run_lane(self, w: _Worker[T], slot: int) -> None:
+        """Deliver the queued fast-lane events while the first waits for no stored row. With
+        ``concurrency`` 1, once one is not taken by the app the rest are stored (in order)
+        and left to the loop, behind it."""
+        key = w.sub.key
+        try:
+            while w.queue and (w.lane_failed or self._clear(w, w.queue[0].barrier)):
+                arrival = w.queue.popleft()
+                try:
+                    if w.lane_failed:
+                        await self._fall_back(w, arrival)
+                    else:
+                        await self._fast(w, arrival)
+                except Exception:  # a bug must not stop the lane: the event is stored instead
+                    log.exception("inbox: the fast lane failed on event %s of %s",
+                                  _describe(arrival.row), key)
+        except asyncio.CancelledError:
+            self._spill(w)
+            raise
+        finally:
+            w.inflight.pop(slot, None)
+            w.runners -= 1
+            if w.runners == 0 and not w.queue:
+                w.lane_failed = False
+            for waiting in w.queue:  # left for the loop to start again: windows run from now
+                waiting.block()
+            self.inbox.waiter(key).set()
+
+    async def _fall_back(self, w: _Worker[T], arrival: Arrival) -> None:
+        """Store a queued fast-lane event not posted (one before it was not taken): the loop
+        delivers it from its row, in order."""
+        try:
+            arrival.refuse()
+            with contextlib.suppress(InboxError, StorageFullError):
+                await self.inbox.store(arrival)  # failed: not acknowledged; the broker has it
+        finally:
+            w.fast.pop(arrival.row.seq, None)
+            w.ahead = None
+
+    async def _fast(self, w: _Worker[T], arrival: Arrival) -> None:
+        """Deliver a fast-lane event; on success it needs no row (one stored meanwhile is
+        deleted), otherwise its row is stored and settled as any delivery's."""
+        sub, row = w.sub, arrival.row
+        took = keep = False
+        try:
+            expired = self.inbox.expired(row)  # while it waited in the queue
+            result: Outcome | Exception = Outcome.DROP
+            if not expired:
+                arrival.begin()
+                result = await self._attempt(sub, row)
+            if result is Outcome.SUCCESS:
+                took = True
+                stored = arrival.accept()
+                self._count_success(sub.key)
+                if stored is not None:  # its insert was queued: delete the row it wrote,
+                    # once committed (without waiting: the lane goes on; reads skip the row)
+                    keep = True
+                    if stored.done():
+                        self._fast_stored(w, arrival, stored)
+                    else:
+                        stored.add_done_callback(partial(self._fast_stored, w, arrival))
+                return
+            arrival.refuse()
+            stored = self.inbox.store(arrival)
+            retried = not (expired or result is Outcome.DROP
+                           or isinstance(result, (PoisonEventError, DropEventError)))
+            if self._concurrency(sub) <= 1 and retried:
+                # It will be retried from its row: those behind it wait for it, from rows.
+                w.lane_failed = True
+                for later in w.queue:  # their rows go behind this one's, in arrival order
+                    later.refuse()
+                    self.inbox.store(later)
+            try:
+                written = await stored
+            except (InboxError, StorageFullError) as exc:
+                log.warning("inbox: event %s of %s was not taken by the app and could not be"
+                            " stored (%s); the broker keeps it", _describe(row), sub.key, exc)
+                return
+            if written is None:  # cannot happen: refused before it was taken
+                return
+            await self._guarded(written, self._expire(sub, written) if expired
+                                else self._settle(sub, written, result))
+        finally:
+            arrival.refuse()  # no-op once answered; else (cancelled) the ack waits for a commit
+            if not keep:
+                w.fast.pop(row.seq, None)
+            if not took:
+                w.ahead = None
+
+    def _fast_stored(self, w: _Worker[T], arrival: Arrival,
+                     stored: asyncio.Future[InboxRow | None]) -> None:
+        """The insert of a fast-lane event the app took ended: delete the row it wrote."""
+        try:
+            if not stored.cancelled() and stored.exception() is None:
+                written = stored.result()
+                if written is not None:
+                    self._complete_later(written)
+        finally:
+            w.fast.pop(arrival.row.seq, None)
+
     async def _take_batch(self, w: _Worker[T]) -> float:
         """Start a bulk batch once it is full or has waited ``max_await_ms``; else how long
         to wait. One batch is in flight at a time (its end wakes the loop)."""
@@ -330,7 +545,7 @@ class Deliverer(Generic[T]):
             return self._poll
         bulk = w.sub.bulk
         limit = max(1, bulk.max_messages)
-        rows = await self.inbox.head(w.sub.key, limit, skip=self._completing.get(w.sub.key, ()))
+        rows = await self.inbox.head(w.sub.key, limit, skip=self._skip(w))
         due: list[InboxRow] = []
         blocked = self._poll
         for row in rows:
@@ -443,16 +658,25 @@ class Deliverer(Generic[T]):
         if self.inbox.expired(row):
             await self._expire(sub, row)
             return
+        await self._settle(sub, row, await self._attempt(sub, row))
+
+    async def _attempt(self, sub: T, row: InboxRow) -> Outcome | Exception:
+        """One delivery of ``row`` within the inbound timeout; its outcome or failure."""
         timeout = self._retry(sub.component).timeout_s
         try:
             work = self._deliver(sub, row)
-            result: Outcome | Exception = await (
-                asyncio.wait_for(work, timeout) if timeout else work)
+            return await (asyncio.wait_for(work, timeout) if timeout else work)
         except TimeoutError:  # the Resiliency inbound timeout: a retry, as Dapr counts it
-            result = RetryEventError(f"the app did not answer within {timeout:g} s")
-        except Exception as exc:  # noqa: BLE001 - every failure is settled (and logged) below
-            result = exc
-        await self._settle(sub, row, result)
+            return RetryEventError(f"the app did not answer within {timeout:g} s")
+        except Exception as exc:  # noqa: BLE001 - every failure is settled (and logged) later
+            return exc
+
+    def _count_success(self, key: str) -> None:
+        counter = self._delivered.get(key)
+        if counter is None:
+            counter = INBOX_DELIVERED.labels(subscription=key, outcome=str(Outcome.SUCCESS))
+            self._delivered[key] = counter
+        counter.inc()
 
     async def _expire(self, sub: T, row: InboxRow) -> None:
         INBOX_EXPIRED.labels(subscription=sub.key).inc()
@@ -483,11 +707,7 @@ class Deliverer(Generic[T]):
         else:
             outcome = result
         if outcome is Outcome.SUCCESS:
-            counter = self._delivered.get(key)
-            if counter is None:
-                counter = INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome))
-                self._delivered[key] = counter
-            counter.inc()
+            self._count_success(key)
             self._complete_later(row)
             return
         INBOX_DELIVERED.labels(subscription=key, outcome=str(outcome)).inc()
@@ -543,6 +763,22 @@ class Deliverer(Generic[T]):
         INBOX_DEADLETTERED.labels(subscription=key, where="local").inc()
         log.warning("inbox: event %s of %s parked as dead letter %s (%s); see `edge-runtime"
                     " deadletters list`", _describe(row), key, dead_id, reason)
+
+
+class _Lane(Generic[T]):
+    """A worker's fast lane as the inbox sees it (:class:`~edge_runtime.inbox.store.Lane`)."""
+
+    __slots__ = ("_deliverer", "_worker")
+
+    def __init__(self, deliverer: Deliverer[T], worker: _Worker[T]) -> None:
+        self._deliverer = deliverer
+        self._worker = worker
+
+    def offer(self, arrival: Arrival) -> bool:
+        return self._deliverer._offer(self._worker, arrival)
+
+    def spill(self) -> None:
+        self._deliverer._spill(self._worker)
 
 
 def _describe(row: InboxRow) -> str:

@@ -252,8 +252,17 @@ MQTT_MESSAGES_DROPPED = Counter(
 # ``subscription`` is the inbox key ``pubsub|topic``.
 INBOX_RECEIVED = Counter(
     "edge_runtime_inbox_received",
-    "Incoming events committed to the inbox (each acknowledged to the broker after commit).",
+    "Incoming events taken by the inbox (each acknowledged to the broker after its commit, or"
+    " after the app accepted it from the fast lane).",
     ["subscription"],
+    registry=REGISTRY,
+)
+INBOX_FAST_LANE = Counter(
+    "edge_runtime_inbox_fast_lane",
+    "Incoming events of subscriptions with a fast lane, by path: delivered from memory with no"
+    " row written (no_row), delivered or retried with a row written (row: the app was slow or"
+    " failed), or stored on arrival because events were waiting (stored).",
+    ["subscription", "path"],
     registry=REGISTRY,
 )
 INBOX_DUPLICATES = Counter(

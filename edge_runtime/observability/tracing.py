@@ -9,8 +9,8 @@ binding costs one ``ContextVar.set`` on the hot path and nothing is looked up or
 something is logged.
 
 Scope: the binding is a context variable. asyncio gives every task a copy of its creator's
-context, so a binding made inside a request's or an event's task (uvicorn and grpc.aio run each
-request in a task of its own; the inbox delivers each row in one) is never seen by another
+context, so a binding made inside a request's or an event's task (our HTTP server and grpc.aio
+run each request in a task of its own; the inbox delivers each row in one) is never seen by another
 request; binders still :func:`unbind` where the work has a clear end. Worker threads do not
 inherit it (records logged there carry no trace id).
 """

@@ -1,4 +1,5 @@
-"""The subscribe path: broker → inbox (durable, then ack) → deliverer → app.
+"""The subscribe path: broker → inbox (durable, or taken by the app through the inbox's fast
+lane, then ack) → deliverer → app.
 
 Subscriptions come from ``Subscription`` YAML (declarative) and from the app's
 ``/dapr/subscribe`` (programmatic). The programmatic list is saved in the data dir, so at the
@@ -106,6 +107,7 @@ class Subscriptions:
                 self.inbox, app.deliver, ready=self.app_ready,
                 dead_letter=self.dead_letter, retry=retry.for_pubsub,
                 deliver_bulk=app.deliver_bulk, concurrency=self.delivery_concurrency,
+                fast_lane=True,
             )
         if self.active:
             log.info("subscribing from boot: %s",
@@ -135,7 +137,8 @@ class Subscriptions:
         return value
 
     def handler(self, sub: Subscription) -> Handler:
-        """Commit a broker message to the inbox; only then may the broker get its ack."""
+        """Commit a broker message to the inbox, or have the app take it (the inbox's fast
+        lane); only then may the broker get its ack."""
 
         async def store(received: Received) -> None:
             facts = peek_envelope(received.data, raw_payload=sub.raw_payload)

@@ -8,9 +8,10 @@ import as usual, and gives it a PEP 562 ``__getattr__``: a submodule asked for b
 imported (that is also how ``from . import values`` inside the package finds it), anything else
 (``prometheus_client.generate_latest``, ``__version__``) runs the real ``__init__`` first.
 Whatever else runs in the process sees the package it expects; it only pays for the rest when
-it asks. Not for a package whose ``__init__`` binds a submodule's name to something else
-(``uvicorn.main`` is a module and, after uvicorn's ``__init__``, a function: see
-``api/http/server.py`` for uvicorn's variant).
+it asks. A package whose ``__init__`` binds a submodule's name to something else names it in
+``rebound`` (``uvicorn.main`` is a module and, after uvicorn's ``__init__``, a function: see
+``api/http/server.py``): asked for by name, it runs the real ``__init__`` like a name that is
+no submodule.
 """
 
 from __future__ import annotations
@@ -18,16 +19,22 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Collection
 from types import ModuleType
 from typing import Any
 
 
-def without_init(package: str, **early: str) -> ModuleType:
+def without_init(package: str, rebound: Collection[str] = (), **early: str) -> ModuleType:
     """The package module of ``package``, made without running its ``__init__`` if nothing
     has imported it yet (else the module already there).
 
-    ``early`` maps names the package's own submodules take from the package (``from uvicorn
-    import Config``) to ``"submodule:attribute"``; they are set on it before anything else.
+    ``rebound`` names submodules that the package's ``__init__`` binds to something else
+    (uvicorn's ``main``, a function there): asked of the package, they run its ``__init__``
+    first instead of resolving to the submodule. ``early`` maps names the package's own
+    submodules take from the package (``from uvicorn import Config``) to
+    ``"submodule:attribute"``; they are set on it before anything else. Raises
+    ``ImportError`` when ``package`` is not an installed package (or one of ``early`` fails
+    to import: the package module is then taken out of ``sys.modules`` again).
     """
     if package in sys.modules:
         return sys.modules[package]
@@ -40,7 +47,11 @@ def without_init(package: str, **early: str) -> ModuleType:
 
     def rest(name: str) -> Any:
         nonlocal done
-        if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}"):
+        if (
+            not name.startswith("__")
+            and name not in rebound
+            and importlib.util.find_spec(f"{package}.{name}")
+        ):
             return importlib.import_module(f"{package}.{name}")
         if not done:
             done = True

@@ -14,24 +14,9 @@ import pytest
 
 from edge_runtime.config.settings import Settings
 from edge_runtime.runtime.runtime import Runtime
+from tests.support.components import SQLITE_STATESTORE, component
 
-COMPONENTS = """
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: statestore}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {name: connectionString, value: state.db}
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: memstore}
-spec:
-  type: state.in-memory
-  version: v1
-"""
+COMPONENTS = "\n" + SQLITE_STATESTORE + "---\n" + component("memstore", "state.in-memory")
 
 
 @dataclass

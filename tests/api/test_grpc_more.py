@@ -28,25 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.api.conftest import Sidecar, StartSidecar
 from tests.api.test_grpc_sdk import COMPONENTS, Sdk, connect
 from tests.api.test_publish_http import Catcher
+from tests.support.components import local_secrets
 
-SECRETS = """
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: envsecrets}
-spec:
-  type: secretstores.local.env
-  version: v1
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: filesecrets}
-spec:
-  type: secretstores.local.file
-  version: v1
-  metadata:
-  - {name: secretsFile, value: SECRETS_PATH}
-"""
+
+def secrets(secrets_file: Path) -> str:
+    """The two local secret stores, to follow ``COMPONENTS``."""
+    return "\n---\n" + local_secrets(secrets_file)
 
 
 @pytest.fixture
@@ -223,8 +210,7 @@ async def test_secrets_over_grpc(
     secrets_file = tmp_path / "secrets.json"
     secrets_file.write_text(json.dumps({"db": {"user": "u", "pass": "p"}, "api": "k3y"}))
     monkeypatch.setenv("EDGE_GRPC_SECRET", "from-env")
-    s: Sidecar = await start_sidecar(COMPONENTS + SECRETS.replace("SECRETS_PATH",
-                                                                  str(secrets_file)))
+    s: Sidecar = await start_sidecar(COMPONENTS + secrets(secrets_file))
     sdk = await connect(s, monkeypatch)
     try:
         c = sdk.client

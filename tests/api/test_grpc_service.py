@@ -5,14 +5,12 @@ types the descriptor names; and the sidecar's gRPC package does not load the res
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from dapr.proto.runtime.v1 import dapr_pb2
 from google.protobuf import empty_pb2
 
 from edge_runtime.api.grpc import service
 from edge_runtime.api.grpc.dapr import DaprServicer
+from tests.support.fresh import run_python
 
 
 def _kind(m: object) -> str:
@@ -64,10 +62,7 @@ assert "importlib.metadata" in sys.modules
 
 
 def test_the_grpc_package_loads_only_the_messages_it_serves() -> None:
-    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["appcallback_pb2", "binding_pb2", "common_pb2",
+    assert run_python(CHECK).split() == ["appcallback_pb2", "binding_pb2", "common_pb2",
                                   "configuration_pb2", "invoke_pb2", "metadata_pb2",
                                   "pubsub_pb2", "secret_pb2", "state_pb2"]
 
@@ -84,7 +79,4 @@ print(" ".join(loaded))
 
 
 def test_the_grpc_app_channel_loads_only_its_messages() -> None:
-    out = subprocess.run([sys.executable, "-c", APP_CHANNEL], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["appcallback_pb2", "common_pb2"]
+    assert run_python(APP_CHANNEL).split() == ["appcallback_pb2", "common_pb2"]

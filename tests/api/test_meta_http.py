@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.api.conftest import COMPONENTS, Sidecar, StartSidecar
+from tests.support.components import local_secrets
 
 
 async def test_metadata_lists_components_ports_and_extended(sidecar: Sidecar) -> None:
@@ -104,23 +105,8 @@ async def test_metrics_endpoint(sidecar: Sidecar) -> None:
     assert "edge_runtime_up 1.0" in text
 
 
-SECRETS = """
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: envsecrets}
-spec:
-  type: secretstores.local.env
-  version: v1
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: filesecrets}
-spec:
-  type: secretstores.local.file
-  version: v1
-  metadata:
-  - {name: secretsFile, value: SECRETS_PATH}
----
+# A state store whose database path is a secret of ``filesecrets``.
+SECRET_STATESTORE = """\
 apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata: {name: statestore}
@@ -135,13 +121,18 @@ auth:
 """
 
 
+def secrets(secrets_file: Path) -> str:
+    """The two local secret stores and :data:`SECRET_STATESTORE`."""
+    return "\n" + local_secrets(secrets_file) + "---\n" + SECRET_STATESTORE
+
+
 async def test_secrets_api(
     start_sidecar: StartSidecar, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secrets_file = tmp_path / "secrets.json"
     secrets_file.write_text(json.dumps({"db": {"path": "fromsecret.db"}, "api": "k3y"}))
     monkeypatch.setenv("EDGE_TEST_SECRET", "from-env")
-    s: Sidecar = await start_sidecar(components=SECRETS.replace("SECRETS_PATH", str(secrets_file)))
+    s: Sidecar = await start_sidecar(components=secrets(secrets_file))
     http = s.client
     r = await http.get("/v1.0/secrets/envsecrets/EDGE_TEST_SECRET")
     assert r.status_code == 200

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from tests.support.components import SQLITE_STATESTORE
 from tests.support.sidecar import ManagedProcess
 
 API_TOKEN = "cloud-api-token"
@@ -110,16 +111,7 @@ def device_resources(endpoint: str, device_id: str, *, token: str = DEVICE_TOKEN
             f"  - {{name: clientCert, value: {tls['cert']}}}\n"
             f"  - {{name: clientKey, value: {tls['key']}}}\n"
             "  - {name: serverName, value: localhost}\n")
-    return f"""
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {{name: statestore}}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {{name: connectionString, value: state.db}}
----
+    return "\n" + SQLITE_STATESTORE + f"""---
 apiVersion: dapr.io/v1alpha1
 kind: Component
 metadata: {{name: pubsub}}

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import httpx
 import paho.mqtt.client as mqtt
 
+from tests.support.components import mqtt_pubsub
 from tests.support.sidecar import SidecarProcess
 
 TOPIC = "storm"
@@ -33,18 +34,8 @@ TOPIC = "storm"
 
 def pubsub_component(url: str, client_id: str, extra: str = "") -> str:
     """A ``pubsub.mqtt3`` component named ``mqtt`` (reconnecting quickly)."""
-    return textwrap.dedent(f"""
-        apiVersion: dapr.io/v1alpha1
-        kind: Component
-        metadata: {{name: mqtt}}
-        spec:
-          type: pubsub.mqtt3
-          version: v1
-          metadata:
-          - {{name: url, value: "{url}"}}
-          - {{name: consumerID, value: {client_id}}}
-          - {{name: reconnectMax, value: 500ms}}
-    """) + textwrap.indent(textwrap.dedent(extra), "  ")
+    more = textwrap.indent(textwrap.dedent(extra), "  ")
+    return "\n" + mqtt_pubsub(url, client_id, ("reconnectMax", "500ms")) + more
 
 
 class Recorder:

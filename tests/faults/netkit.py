@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import textwrap
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.appchannel.appserver import Reply, Request
+from tests.support.components import mqtt_pubsub
 from tests.support.sidecar import SidecarProcess
 
 TOPIC = "net"
@@ -31,20 +31,10 @@ def mqtt_component(url: str, client_id: str, *, keepalive_s: int = 2, extra: str
     """A ``pubsub.mqtt3`` component named ``mqtt``: short keepalive and reconnect backoff so a
     half-open link is noticed in seconds; ``extra`` adds metadata lines (``- {name:..}``)."""
     more = "".join(f"  {line}\n" for line in extra.strip().splitlines())
-    return textwrap.dedent(f"""
-        apiVersion: dapr.io/v1alpha1
-        kind: Component
-        metadata: {{name: mqtt}}
-        spec:
-          type: pubsub.mqtt3
-          version: v1
-          metadata:
-          - {{name: url, value: "{url}"}}
-          - {{name: consumerID, value: {client_id}}}
-          - {{name: keepAlive, value: {keepalive_s}s}}
-          - {{name: reconnectMin, value: 200ms}}
-          - {{name: reconnectMax, value: 1s}}
-    """) + more
+    return "\n" + mqtt_pubsub(
+        url, client_id, ("keepAlive", f"{keepalive_s}s"), ("reconnectMin", "200ms"),
+        ("reconnectMax", "1s"),
+    ) + more
 
 
 Behaviour = Callable[[Request], Awaitable[Reply] | Reply]

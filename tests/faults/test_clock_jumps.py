@@ -42,6 +42,7 @@ from tests.faults.netkit import (
     publish,
     wait_until,
 )
+from tests.support.components import SQLITE_STATESTORE, component
 from tests.support.mosquitto import Mosquitto, require_mosquitto
 from tests.support.sidecar import SidecarProcess
 
@@ -61,26 +62,10 @@ YEAR_BACK, YEAR_FORWARD, REAL = "-365d", "+365d", "+0"
 LIVE_TTL_S = 120
 
 # On the subscriber: a cron binding (monotonic @every) and a state store (wall-clock TTLs).
-WALL_CLOCK_USERS = textwrap.dedent("""
-    ---
-    apiVersion: dapr.io/v1alpha1
-    kind: Component
-    metadata: {name: tick}
-    spec:
-      type: bindings.cron
-      version: v1
-      metadata:
-      - {name: schedule, value: "@every 1s"}
-    ---
-    apiVersion: dapr.io/v1alpha1
-    kind: Component
-    metadata: {name: statestore}
-    spec:
-      type: state.sqlite
-      version: v1
-      metadata:
-      - {name: connectionString, value: state.db}
-""")
+WALL_CLOCK_USERS = (
+    "\n---\n" + component("tick", "bindings.cron", ("schedule", "@every 1s"))
+    + "---\n" + SQLITE_STATESTORE
+)
 
 RETRY_FAST = textwrap.dedent("""
     ---

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults._storage import pubsub_component
+from tests.support.components import SQLITE_STATESTORE
 from tests.support.mosquitto import Mosquitto, free_port, require_mosquitto
 from tests.support.sidecar import SidecarProcess
 
@@ -43,24 +44,17 @@ DATABASES = {"outbox.db": "outbox", "inbox.db": "inbox", "state.db": "state.stat
 def resources(broker_url: str, cloud_port: int) -> str:
     """MQTT pubsub, a declarative subscription (to an app that is not there, so incoming
     messages wait in the inbox), a SQLite state store and cloud sync to a closed port."""
-    return pubsub_component(broker_url, "corrupt-dev") + textwrap.dedent(f"""
+    return pubsub_component(broker_url, "corrupt-dev") + textwrap.dedent("""
         ---
         apiVersion: dapr.io/v2alpha1
         kind: Subscription
-        metadata: {{name: held}}
+        metadata: {name: held}
         spec:
           pubsubname: mqtt
           topic: corrupt/in
-          routes: {{default: /in}}
+          routes: {default: /in}
         ---
-        apiVersion: dapr.io/v1alpha1
-        kind: Component
-        metadata: {{name: statestore}}
-        spec:
-          type: state.sqlite
-          version: v1
-          metadata:
-          - {{name: connectionString, value: state.db}}
+    """) + SQLITE_STATESTORE + textwrap.dedent(f"""\
         ---
         apiVersion: dapr.io/v1alpha1
         kind: Component

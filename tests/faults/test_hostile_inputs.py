@@ -43,6 +43,7 @@ from edge_runtime.pubsub.cloudevents import EnvelopeError, expiration_of, parse
 from tests.cloudsync.procs import API_TOKEN, DEVICE_TOKEN
 from tests.faults._hostile import Sidecar, problems_in_log
 from tests.faults._protofuzz import fill
+from tests.support.components import mqtt_pubsub
 
 # Hypothesis would warn (an error under pytest's settings) when it writes out a big body, as
 # it does when another plugin (schemathesis) turns its observability on.
@@ -175,28 +176,23 @@ def test_parse_answers_an_envelope_or_envelope_error(raw: bytes) -> None:
     assert when is None or (isinstance(when, datetime) and when.tzinfo is not None)
 
 
-SUBSCRIBED = """
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {{name: mqtt}}
-spec:
-  type: pubsub.mqtt
-  version: v1
-  metadata:
-  - {{name: url, value: "{url}"}}
-  - {{name: consumerID, value: hostile-sub}}
----
+SUBSCRIPTION = """\
 apiVersion: dapr.io/v2alpha1
 kind: Subscription
-metadata: {{name: hostile}}
+metadata: {name: hostile}
 spec:
   pubsubname: mqtt
   topic: hostile/#
   routes:
     rules:
-    - {{match: 'event.type == "alarm" && event.data.level > 3', path: /alarm}}
+    - {match: 'event.type == "alarm" && event.data.level > 3', path: /alarm}
     default: /events
 """
+
+
+def subscribed(url: str) -> str:
+    """An MQTT pubsub on the broker at ``url`` and a subscription with a routing rule."""
+    return "\n" + mqtt_pubsub(url, "hostile-sub", type_="pubsub.mqtt") + "---\n" + SUBSCRIPTION
 
 
 @pytest.fixture
@@ -221,7 +217,7 @@ def test_random_envelopes_from_the_broker_leave_the_sidecar_serving(
     import paho.mqtt.client as paho
 
     sc = Sidecar(tmp_path_factory.mktemp("envelopes"),
-                 components=SUBSCRIBED.format(url=broker.url), app_id="hostile-sub").start()
+                 components=subscribed(broker.url), app_id="hostile-sub").start()
     try:
         client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="hostile-pub")
         client.connect("127.0.0.1", broker.port)

@@ -76,9 +76,10 @@ def _run(sidecar: Sidecar, operation: Any, examples: int) -> None:
                              timeout=30)
         COUNTS["requests"] += 1
         assert b"Traceback" not in response.content
-        if response.content == b"Invalid HTTP request received.":
-            # uvicorn's own answer to bytes that are not HTTP (a control character in a
-            # header schemathesis made up): the request never reached the Dapr API.
+        if response.content in (b"invalid HTTP request", b"Invalid HTTP request received."):
+            # The HTTP server's own answer to bytes that are not HTTP (a control character in
+            # a header schemathesis made up; ours, or uvicorn's where httptools is missing):
+            # the request never reached the Dapr API.
             assert response.status_code == 400
             COUNTS["not http"] += 1
             return

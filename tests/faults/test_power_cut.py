@@ -32,6 +32,7 @@ import pytest
 
 from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.faults._storage import Counts, Publishers, Recorder, drained, pubsub_component
+from tests.support.components import SQLITE_STATESTORE
 from tests.support.mosquitto import Mosquitto, require_mosquitto
 from tests.support.powercut_fs import PowerCutMount, fuse_unavailable
 from tests.support.sidecar import SidecarProcess
@@ -169,16 +170,7 @@ async def test_power_cuts_normal_long(tmp_path: Path, powercut: PowerCutMount) -
     await power_cuts(tmp_path, powercut, cuts=20, messages=12_000, durability="normal")
 
 
-STATE = """
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: statestore}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {name: connectionString, value: state.db}
-"""
+STATE = "\n" + SQLITE_STATESTORE
 
 
 async def state_power_cuts(root: Path, mount: PowerCutMount, *, cuts: int, keys: int,

@@ -35,6 +35,7 @@ from tests.faults.netkit import (
     publish,
     wait_until,
 )
+from tests.support.components import SQLITE_STATESTORE
 from tests.support.faultproxy import FaultProxy
 from tests.support.mosquitto import Mosquitto, require_mosquitto
 from tests.support.sidecar import SidecarProcess
@@ -44,16 +45,7 @@ pytestmark = pytest.mark.broker
 
 def sub_resources(timeout: str) -> str:
     """A state store and the Resiliency policy of the subscriber's inbound delivery."""
-    return textwrap.dedent(f"""
-        ---
-        apiVersion: dapr.io/v1alpha1
-        kind: Component
-        metadata: {{name: statestore}}
-        spec:
-          type: state.sqlite
-          version: v1
-          metadata:
-          - {{name: connectionString, value: state.db}}
+    return "\n---\n" + SQLITE_STATESTORE + textwrap.dedent(f"""\
         ---
         apiVersion: dapr.io/v1alpha1
         kind: Resiliency

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import textwrap
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import pytest
 
 from tests.appchannel.appserver import AppServer, Reply, Request
 from tests.support.certs import CertAuthority, Issued
+from tests.support.components import component, mqtt_pubsub
 from tests.support.mosquitto import BrokerTLS, Mosquitto, require_mosquitto
 from tests.support.sidecar import SidecarProcess
 
@@ -90,39 +90,19 @@ class App:
                 f" duplicated {len(self.seen) - len(set(self.seen))}")
 
 
-def component(url: str, files: dict[str, Path], extra: str = "") -> str:
+def tls_pubsub(url: str, files: dict[str, Path], extra: str = "") -> str:
     entries = "".join(f"  - {{name: {k}, value: '{v}'}}\n" for k, v in files.items())
-    return textwrap.dedent(f"""\
-        apiVersion: dapr.io/v1alpha1
-        kind: Component
-        metadata: {{name: mqtt}}
-        spec:
-          type: pubsub.mqtt3
-          version: v1
-          metadata:
-          - {{name: url, value: "{url}"}}
-          - {{name: consumerID, value: tls-device}}
-          - {{name: reconnectMin, value: 50ms}}
-          - {{name: reconnectMax, value: 300ms}}
-        """) + entries + extra
+    return mqtt_pubsub(
+        url, "tls-device", ("reconnectMin", "50ms"), ("reconnectMax", "300ms")
+    ) + entries + extra
 
 
 def binding(url: str, files: dict[str, Path]) -> str:
     entries = "".join(f"  - {{name: {k}, value: '{v}'}}\n" for k, v in files.items())
-    return textwrap.dedent(f"""\
-        apiVersion: dapr.io/v1alpha1
-        kind: Component
-        metadata: {{name: sensors}}
-        spec:
-          type: bindings.mqtt3
-          version: v1
-          metadata:
-          - {{name: url, value: "{url}"}}
-          - {{name: topic, value: tls/binding}}
-          - {{name: direction, value: "input, output"}}
-          - {{name: reconnectMin, value: 50ms}}
-          - {{name: reconnectMax, value: 300ms}}
-        """) + entries
+    return component(
+        "sensors", "bindings.mqtt3", ("url", url), ("topic", "tls/binding"),
+        ("direction", "input, output"), ("reconnectMin", "50ms"), ("reconnectMax", "300ms"),
+    ) + entries
 
 
 @dataclass
@@ -141,7 +121,7 @@ class World:
         return out
 
     def sidecar(self, name: str, *, client: bool = True, extra: str = "") -> SidecarProcess:
-        return SidecarProcess(self.root, name, component(self.broker.url, self.files(
+        return SidecarProcess(self.root, name, tls_pubsub(self.broker.url, self.files(
             client=client), extra), self.server.port)
 
 
@@ -379,7 +359,7 @@ async def test_tls_url_on_a_plain_listener(world: World, tmp_path: Path) -> None
     plain.start()
     try:
         url = f"ssl://127.0.0.1:{plain.port}"
-        side = SidecarProcess(world.root, "dev", component(url, world.files()))
+        side = SidecarProcess(world.root, "dev", tls_pubsub(url, world.files()))
         await side.start()
         try:
             await publish(side, range(1))
@@ -396,7 +376,7 @@ async def test_tls_url_on_a_plain_listener(world: World, tmp_path: Path) -> None
 async def test_missing_pem_file_is_a_load_error_naming_it(world: World, entry: str) -> None:
     files = world.files()
     files[entry] = world.root / "nowhere" / f"{entry}.pem"
-    side = SidecarProcess(world.root, "dev", component(world.broker.url, files))
+    side = SidecarProcess(world.root, "dev", tls_pubsub(world.broker.url, files))
     with pytest.raises(AssertionError) as failed:
         await side.start()
     text = str(failed.value)
@@ -409,7 +389,7 @@ async def test_unusable_pem_file_is_a_load_error(world: World) -> None:
     bad = world.root / "garbage.pem"
     bad.write_text("not a certificate\n")
     files = world.files() | {"caCert": bad}
-    side = SidecarProcess(world.root, "dev", component(world.broker.url, files))
+    side = SidecarProcess(world.root, "dev", tls_pubsub(world.broker.url, files))
     with pytest.raises(AssertionError) as failed:
         await side.start()
     assert "caCert" in str(failed.value)

@@ -21,28 +21,13 @@ from typing import Any
 import pytest
 from dapr.clients import DaprClient
 
+from tests.support.components import SQLITE_STATESTORE, component
 from tests.support.sidecar import SidecarProcess
 
 HERE = Path(__file__).parent
 MARKER = HERE / "node_modules" / ".installed-lock-sha256"
 
-COMPONENTS = """
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: statestore}
-spec:
-  type: state.sqlite
-  version: v1
-  metadata:
-  - {name: connectionString, value: state.db}
----
-apiVersion: dapr.io/v1alpha1
-kind: Component
-metadata: {name: mem}
-spec:
-  type: pubsub.in-memory
-  version: v1
----
+COMPONENTS = "\n" + SQLITE_STATESTORE + "---\n" + component("mem", "pubsub.in-memory") + """---
 apiVersion: dapr.io/v2alpha1
 kind: Subscription
 metadata: {name: js-events}

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edge_runtime.api.http.server import HTTP_PARSER
+
 COMPONENT = """\
 apiVersion: dapr.io/v1alpha1
 kind: Component
@@ -371,7 +373,8 @@ def test_outbox_command_shows_the_backlog(tmp_path: Path) -> None:
 
 # Never imported by the lean profile (docs/performance/footprint.md has what each one costs):
 # gRPC and the Dapr stubs, the app channel's HTTP client (made on the first call to an app),
-# cloud sync's CBOR, uvicorn's WebSocket protocols and command line (click, multiprocessing),
+# cloud sync's CBOR, uvicorn (our own HTTP/1.1 server serves where httptools is installed;
+# uvicorn with h11 only where it is not) and with it click and multiprocessing,
 # the GPIO/serial/mDNS libraries, prometheus_client's exposition module (its HTTP servers and
 # push client: we render /metrics ourselves), decimal (one config value format) and
 # importlib.resources (the OpenAPI document), imported where used, and the idna codec
@@ -382,7 +385,8 @@ LEAN_NEVER = (
     "prometheus_client.exposition", "http.server", "wsgiref", "decimal", "importlib.resources",
     "encodings.idna", "stringprep", "edge_runtime.api.grpc", "edge_runtime.cloudsync.client",
     "edge_runtime.runtime.cloud", "edge_runtime.bindings.gpio", "edge_runtime.bindings.serial",
-)
+) + (("uvicorn", "h11") if HTTP_PARSER == "httptools" else ())
+HTTP_SERVER_MODULE = "edge_runtime.api.http.h1" if HTTP_PARSER == "httptools" else "uvicorn.server"
 
 MQTT_NOWHERE = """\
 apiVersion: dapr.io/v1alpha1
@@ -437,6 +441,6 @@ def test_disable_grpc_api(
     assert proc.wait(20) == 0
     names = set(modules.read_text().split())
     # The list is real: the runtime, the HTTP server and the MQTT client are in it.
-    assert {"edge_runtime.runtime.runtime", "uvicorn.server", "paho.mqtt.client"} <= names
+    assert {"edge_runtime.runtime.runtime", HTTP_SERVER_MODULE, "paho.mqtt.client"} <= names
     loaded = sorted(n for n in names if any(n == m or n.startswith(m + ".") for m in LEAN_NEVER))
     assert loaded == [], f"the lean profile imported {loaded}"

@@ -6,14 +6,13 @@ who asks for the rest of it."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics import Counter, Enum, Gauge, Histogram, Info, Summary
 from prometheus_client.registry import CollectorRegistry
 
 from edge_runtime.observability import metrics
+from tests.support.fresh import run_python
 
 AWKWARD = ['plain', 'q"uote', "back\\slash", "new\nline", "ünï ☃", "", "a,b={c}"]
 
@@ -67,7 +66,4 @@ print("ok")
 
 
 def test_metrics_import_only_the_core_of_prometheus_client() -> None:
-    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "ok"
+    assert run_python(CHECK).strip() == "ok"

@@ -24,15 +24,17 @@ from edge_runtime.api.grpc import configuration as grpc_configuration
 from edge_runtime.api.grpc.errors import handled
 from edge_runtime.api.grpc.invoke import invoke_service
 from edge_runtime.api.grpc.pubsub import PubSubRpcs, call_trace
-from edge_runtime.api.grpc.state_secrets import StateSecretRpcs
+from edge_runtime.api.grpc.state_secrets import (
+    CONCURRENCY,
+    CONSISTENCY,
+    StateSecretRpcs,
+    delete_item,
+)
 from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
 from edge_runtime.api.universal import StateItem, TransactionOp, Universal
 from edge_runtime.errors import APIError
 from edge_runtime.runtime.streaming import StreamHub
-
-_CONCURRENCY = {0: "", 1: "first-write", 2: "last-write"}
-_CONSISTENCY = {0: "", 1: "eventual", 2: "strong"}
 
 
 def _is_json(metadata: Mapping[str, str]) -> bool:
@@ -62,8 +64,8 @@ def state_item(item: Any, *, need_value: bool = True) -> StateItem:
         is_binary=not as_json,
         etag=item.etag.value if item.HasField("etag") and item.etag.value else None,
         metadata=metadata,
-        concurrency=_CONCURRENCY.get(options.concurrency, "") if options else "",
-        consistency=_CONSISTENCY.get(options.consistency, "") if options else "",
+        concurrency=CONCURRENCY.get(options.concurrency, "") if options else "",
+        consistency=CONSISTENCY.get(options.consistency, "") if options else "",
     )
 
 
@@ -161,7 +163,7 @@ class DaprServicer(PubSubRpcs, StateSecretRpcs):
         result = await self.core.get_state(
             request.store_name,
             request.key,
-            consistency=_CONSISTENCY.get(request.consistency, ""),
+            consistency=CONSISTENCY.get(request.consistency, ""),
             metadata=dict(request.metadata),
         )
         if result is None:
@@ -199,16 +201,7 @@ class DaprServicer(PubSubRpcs, StateSecretRpcs):
 
     @handled
     async def DeleteState(self, request: Any, context: Any) -> Any:  # noqa: N802
-        options = request.options if request.HasField("options") else None
-        item = StateItem(
-            key=request.key,
-            value=b"",
-            etag=request.etag.value if request.HasField("etag") and request.etag.value else None,
-            metadata=dict(request.metadata),
-            concurrency=_CONCURRENCY.get(options.concurrency, "") if options else "",
-            consistency=_CONSISTENCY.get(options.consistency, "") if options else "",
-        )
-        await self.core.delete_state(request.store_name, item)
+        await self.core.delete_state(request.store_name, delete_item(request))
         return empty_pb2.Empty()
 
     @handled

@@ -6,7 +6,7 @@ with UNKNOWN, the exception's text and a traceback in the log. :class:`DecodeGua
 every handler a deserializer that turns the failure into a marker, and a behavior that answers
 the marker with ``ERR_MALFORMED_REQUEST`` (INVALID_ARGUMENT). On a request stream the bad
 message raises :class:`~edge_runtime.errors.APIError` where the servicer reads it, for its
-error wrapper to render. Put it last in the interceptor list: the outer interceptors (metrics,
+error wrapper to render. Put it last in the wrapper list: the outer wrappers (metrics,
 token) copy its deserializer, so a call with a bad token and bad bytes is still refused
 UNAUTHENTICATED, and the refusal is counted.
 """
@@ -14,14 +14,14 @@ UNAUTHENTICATED, and the refusal is counted.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import grpc
 from google.protobuf.message import DecodeError
 
 from edge_runtime import errors as E
 from edge_runtime.api.grpc.errors import abort
+from edge_runtime.api.grpc.rewrap import HandlerWrapper, rewrapped
 from edge_runtime.errors import APIError
 
 __all__ = ["DecodeGuard"]
@@ -96,27 +96,10 @@ def _stream_request(behavior: Callable[..., Any]) -> Callable[..., Any]:
     return unary
 
 
-class DecodeGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class DecodeGuard(HandlerWrapper):
     """Answers requests that do not parse with INVALID_ARGUMENT (see the module docstring)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        des = _guarded(handler.request_deserializer)
-        ser = handler.response_serializer
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                _stream_request(handler.stream_stream), des, ser)
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(
-                _stream_request(handler.stream_unary), des, ser)
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                _unary_request(handler.unary_stream), des, ser)
-        return grpc.unary_unary_rpc_method_handler(
-            _unary_request(handler.unary_unary), des, ser)
+    def rewrap(self, handler: Any, method: str) -> Any:
+        """Every handler, with a deserializer that cannot raise ``DecodeError``."""
+        wrap = _stream_request if handler.request_streaming else _unary_request
+        return rewrapped(handler, wrap, _guarded(handler.request_deserializer))

@@ -1,10 +1,10 @@
-"""Request metrics for the Dapr gRPC API: a server interceptor, the counterpart of the HTTP
+"""Request metrics for the Dapr gRPC API: a handler wrapper, the counterpart of the HTTP
 adapter's ``edge_runtime_http_requests``.
 
 Every call to a method the server knows is counted in ``edge_runtime_grpc_requests`` by method
 name (``GetState``) and status code name (``OK``, ``ABORTED``, ``UNIMPLEMENTED`` ...), once it
 ends; unary calls also feed the ``edge_runtime_grpc_request_seconds`` histogram. Put it first in
-the interceptor list, so calls the token check refuses (``UNAUTHENTICATED``) are counted too.
+the wrapper list, so calls the token check refuses (``UNAUTHENTICATED``) are counted too.
 Methods the server does not know are left to grpc (UNIMPLEMENTED) and not counted, so a
 client cannot grow the label set.
 """
@@ -14,14 +14,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 
+from edge_runtime.api.grpc.rewrap import HandlerWrapper, rewrapped
 from edge_runtime.observability.metrics import GRPC_LATENCY, GRPC_REQUESTS
 
-__all__ = ["MetricsInterceptor"]
+__all__ = ["CallMetrics"]
 
 
 def _status(context: Any, default: grpc.StatusCode) -> str:
@@ -90,31 +91,10 @@ def _wrap(method: str, behavior: Callable[..., Any], *, unary: bool) -> Callable
     return _measured(method, behavior, unary=unary)
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class CallMetrics(HandlerWrapper):
     """Counts and times every call (see the module docstring)."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = str(handler_call_details.method).rsplit("/", 1)[-1]
-        ser, des = handler.response_serializer, handler.request_deserializer
-        if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(
-                _wrap(method, handler.stream_stream, unary=False), des, ser
-            )
-        if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(
-                _wrap(method, handler.stream_unary, unary=False), des, ser
-            )
-        if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap(method, handler.unary_stream, unary=False), des, ser
-            )
-        return grpc.unary_unary_rpc_method_handler(
-            _wrap(method, handler.unary_unary, unary=True), des, ser
-        )
+    def rewrap(self, handler: Any, method: str) -> Any:
+        """Every handler, counted by method name."""
+        unary = not (handler.request_streaming or handler.response_streaming)
+        return rewrapped(handler, lambda behavior: _wrap(method, behavior, unary=unary))

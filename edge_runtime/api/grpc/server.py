@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -14,7 +15,8 @@ from edge_runtime.api.configuration import Configurations
 from edge_runtime.api.grpc.dapr import DaprServicer
 from edge_runtime.api.grpc.errors import abort
 from edge_runtime.api.grpc.guard import DecodeGuard
-from edge_runtime.api.grpc.metrics import MetricsInterceptor
+from edge_runtime.api.grpc.metrics import CallMetrics
+from edge_runtime.api.grpc.rewrap import HandlerWrapper, rewrapped
 from edge_runtime.api.grpc.service import add_to_server
 from edge_runtime.api.invoking import Invoking
 from edge_runtime.api.publishing import Publisher
@@ -36,44 +38,43 @@ def _unauthorized() -> APIError:
     )
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Deny every call (unary or streaming) whose ``dapr-api-token`` metadata is wrong."""
+class TokenCheck(HandlerWrapper):
+    """Deny every call (unary or streaming) whose ``dapr-api-token`` metadata is wrong,
+    before its request is read."""
 
     def __init__(self, token: str) -> None:
         self._token = token.encode()
 
-    def _allowed(self, details: Any) -> bool:
-        for key, value in details.invocation_metadata or ():
+    def _allowed(self, metadata: Any) -> bool:
+        for key, value in metadata or ():
             if key == TOKEN_KEY:
                 got = value.encode() if isinstance(value, str) else bytes(value)
                 return hmac.compare_digest(got, self._token)
         return False
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        handler_call_details: Any,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        if handler is None or self._allowed(handler_call_details):
-            return handler
+    def rewrap(self, handler: Any, method: str) -> Any:
+        """Every handler, checking the call's token first."""
+        return rewrapped(handler, self._checked)
 
-        async def deny(request: Any, context: Any) -> None:
-            await abort(context, _unauthorized())
+    def _checked(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        allowed = self._allowed
+        if inspect.isasyncgenfunction(behavior):  # a response stream: stay a generator
 
-        if handler.request_streaming and handler.response_streaming:
-            make = grpc.stream_stream_rpc_method_handler
-        elif handler.request_streaming:
-            make = grpc.stream_unary_rpc_method_handler
-        elif handler.response_streaming:
-            make = grpc.unary_stream_rpc_method_handler
-        else:
-            make = grpc.unary_unary_rpc_method_handler
-        return make(
-            deny,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            async def stream(request: Any, context: Any) -> Any:
+                if not allowed(context.invocation_metadata()):
+                    await abort(context, _unauthorized())
+                async for response in behavior(request, context):
+                    yield response
+
+            return stream
+
+        async def unary(request: Any, context: Any) -> Any:
+            if not allowed(context.invocation_metadata()):
+                await abort(context, _unauthorized())
+            result = behavior(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return unary
 
 
 class GrpcServer:
@@ -107,16 +108,17 @@ class GrpcServer:
     async def start(self) -> None:
         """Bind and serve; raises :class:`OSError` when the port cannot be bound."""
         # Metrics first: it then sees (and counts) the calls the token check refuses.
-        interceptors: list[Any] = [MetricsInterceptor()]
+        # Wrapped once per method here, not per call by interceptors (api/grpc/rewrap.py).
+        wrappers: list[HandlerWrapper] = [CallMetrics()]
         if self._api_token:
-            interceptors.append(TokenInterceptor(self._api_token))
-        interceptors.append(DecodeGuard())  # last: the others copy its deserializer
+            wrappers.append(TokenCheck(self._api_token))
+        wrappers.append(DecodeGuard())  # last: the others copy its deserializer
         # No SO_REUSEPORT: a second sidecar on the same port must fail, not share our calls.
         options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
         if self._max_message_size:
             options.append(("grpc.max_receive_message_length", self._max_message_size))
-        server = grpc.aio.server(interceptors=interceptors, options=options)
-        add_to_server(self._servicer, server)
+        server = grpc.aio.server(options=options)
+        add_to_server(self._servicer, server, wrappers)
         address = f"{self._host}:{self._requested_port}"
         port = bind(server, address)
         await server.start()

@@ -11,17 +11,18 @@ from the message classes we serve: 1.4 MiB less RSS (docs/performance/footprint.
 
 Every other method of the service is registered too, answering what the generated default
 servicer answers (UNIMPLEMENTED, "Method not implemented!"), so a client sees the same service
-and the metrics interceptor counts those calls as before. ``tests/api/test_grpc_service.py``
+and the metrics wrapper counts those calls as before. ``tests/api/test_grpc_service.py``
 holds this table to the service's descriptor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
 
+from edge_runtime.api.grpc.rewrap import HandlerWrapper, wrap_all
 from edge_runtime.support import daprproto
 
 daprproto.prepare()
@@ -133,9 +134,11 @@ def method_handlers(servicer: Any) -> dict[str, grpc.RpcMethodHandler]:
     return out
 
 
-def add_to_server(servicer: Any, server: Any) -> None:
+def add_to_server(
+    servicer: Any, server: Any, wrappers: Sequence[HandlerWrapper] = ()
+) -> None:
     """Register the service on a ``grpc.aio`` server, as ``add_DaprServicer_to_server``
-    would."""
-    handlers = method_handlers(servicer)
+    would, each method's handler wrapped by ``wrappers`` (the first outermost)."""
+    handlers = wrap_all(method_handlers(servicer), wrappers)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
     server.add_registered_method_handlers(SERVICE, handlers)

@@ -21,21 +21,24 @@ from google.protobuf import empty_pb2
 from edge_runtime.api.grpc.errors import handled
 from edge_runtime.api.universal import StateItem, Universal
 
-__all__ = ["StateSecretRpcs"]
+__all__ = ["CONCURRENCY", "CONSISTENCY", "StateSecretRpcs", "delete_item"]
 
-_CONCURRENCY = {0: "", 1: "first-write", 2: "last-write"}
-_CONSISTENCY = {0: "", 1: "eventual", 2: "strong"}
+#: ``common.v1.StateOptions`` enum values -> the core's names ("" when unset).
+CONCURRENCY = {0: "", 1: "first-write", 2: "last-write"}
+CONSISTENCY = {0: "", 1: "eventual", 2: "strong"}
 
 
-def _delete_item(item: Any) -> StateItem:
+def delete_item(item: Any) -> StateItem:
+    """A ``DeleteStateRequest`` or a bulk delete's ``StateItem`` -> :class:`StateItem` (key,
+    etag, metadata and options; no value)."""
     options = item.options if item.HasField("options") else None
     return StateItem(
         key=item.key,
         value=b"",
         etag=item.etag.value if item.HasField("etag") and item.etag.value else None,
         metadata=dict(item.metadata),
-        concurrency=_CONCURRENCY.get(options.concurrency, "") if options else "",
-        consistency=_CONSISTENCY.get(options.consistency, "") if options else "",
+        concurrency=CONCURRENCY.get(options.concurrency, "") if options else "",
+        consistency=CONSISTENCY.get(options.consistency, "") if options else "",
     )
 
 
@@ -47,7 +50,7 @@ class StateSecretRpcs:
     @handled
     async def DeleteBulkState(self, request: Any, context: Any) -> Any:  # noqa: N802
         await self.core.delete_bulk_state(
-            request.store_name, [_delete_item(s) for s in request.states]
+            request.store_name, [delete_item(s) for s in request.states]
         )
         return empty_pb2.Empty()
 

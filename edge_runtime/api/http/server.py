@@ -1,7 +1,8 @@
-"""Serving an :class:`HttpApp` with uvicorn on a socket we bind ourselves.
+"""Serving an :class:`HttpApp` on a socket we bind ourselves.
 
-The HTTP parser is httptools where it is installed, else uvicorn's pure-Python h11 (32-bit
-ARM: httptools has no armv7l wheel and the project never compiles on the device).
+Where httptools is installed, our own HTTP/1.1 server (``h1.py``) serves it; else uvicorn with
+its pure-Python h11 parser (32-bit ARM: httptools has no armv7l wheel and the project never
+compiles on the device), imported only then.
 
 Binding first lets port 0 work (the chosen port is known before serving) and lets the runtime
 report "ports open" only once the socket listens.
@@ -12,69 +13,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import importlib
 import importlib.util
 import ipaddress
 import logging
 import os
 import socket
 import stat
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_runtime.api.http.app import HttpApp
+from edge_runtime.support.lazypkg import without_init
+
+if TYPE_CHECKING:
+    from edge_runtime.api.http.h1 import H1Server
 
 log = logging.getLogger("edge_runtime.api.http")
 
 #: uvicorn's HTTP implementation: "httptools" (C, fast) or "h11" (pure Python).
 HTTP_PARSER = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
-
-
-def _uvicorn_core() -> None:
-    """Import the ``uvicorn`` package with ``Config`` and ``Server`` only.
-
-    uvicorn's ``__init__`` also imports ``uvicorn.main``, its command line: click,
-    multiprocessing and the reload supervisors, 1.6 MiB of RSS a sidecar never uses
-    (docs/performance/footprint.md). So, when nothing has imported uvicorn yet, the package
-    module is made without running its ``__init__``, and ``Config`` and ``Server`` are set on
-    it from their own modules. Any other name asked of it later (``uvicorn.run``,
-    ``uvicorn.main``, ``__version__``, by whatever else runs in the process) runs the real
-    ``__init__`` first, so the package behaves as if imported the usual way.
-    """
-    if "uvicorn" in sys.modules:
-        return
-    spec = importlib.util.find_spec("uvicorn")
-    if spec is None or spec.loader is None:
-        raise ImportError("uvicorn is not installed")
-    pkg = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-    done = False
-
-    def rest(name: str) -> Any:
-        nonlocal done
-        if not done:
-            done = True
-            loader.exec_module(pkg)
-            if name in pkg.__dict__:
-                return pkg.__dict__[name]
-        raise AttributeError(f"module 'uvicorn' has no attribute {name!r}")
-
-    setattr(pkg, "__getattr__", rest)  # noqa: B010 - PEP 562: the module's fallback
-    sys.modules["uvicorn"] = pkg
-    try:
-        # uvicorn's submodules take these two from the package (``from uvicorn import Config``).
-        setattr(pkg, "Config", importlib.import_module("uvicorn.config").Config)  # noqa: B010
-        setattr(pkg, "Server", importlib.import_module("uvicorn.server").Server)  # noqa: B010
-    except BaseException:
-        del sys.modules["uvicorn"]
-        raise
-
-
-_uvicorn_core()
-from uvicorn.config import Config  # noqa: E402 - after the package is in place
-from uvicorn.server import Server  # noqa: E402 - ditto
+KEEP_ALIVE_S = 30.0  # an idle connection is closed after this long
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -145,34 +104,51 @@ def bind_unix(path: Path) -> socket.socket:
     return sock
 
 
-class _Server(Server):
-    """uvicorn without its signal handlers: the runtime owns SIGTERM/SIGINT."""
+def _uvicorn_server(app: HttpApp, graceful_s: float) -> Any:
+    """A uvicorn server (h11) for ``app``, without its signal handlers: the runtime owns
+    SIGTERM/SIGINT."""
+    # uvicorn's ``__init__`` also imports ``uvicorn.main``, its command line: click,
+    # multiprocessing and the reload supervisors, 1.6 MiB of RSS a sidecar never uses
+    # (docs/performance/footprint.md). So the package module is made without running its
+    # ``__init__``, with ``Config`` and ``Server`` (which its submodules take from the package)
+    # set from their own modules. A name asked of it later that is not a submodule
+    # (``uvicorn.run``, ``__version__``, by whatever else runs in the process), or ``main`` (a
+    # function after the ``__init__``: ``rebound``), runs the real ``__init__`` first, so the
+    # package behaves as if imported the usual way.
+    without_init("uvicorn", rebound=("main",), Config="config:Config", Server="server:Server")
+    from uvicorn.config import Config
+    from uvicorn.server import Server
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    class _Server(Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return _Server(Config(
+        app,
+        http="h11",
+        ws="none",  # no WebSocket in the Dapr API; "auto" would import wsproto or websockets
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=max(round(graceful_s), 1),
+        timeout_keep_alive=30,
+        proxy_headers=False,  # the Dapr API is local; X-Forwarded-* means nothing here
+    ))
 
 
 class HttpServer:
-    """One uvicorn server on one bound socket; ``stop()`` lets in-flight requests finish."""
+    """One HTTP server on one bound socket; ``stop()`` lets in-flight requests finish."""
 
     def __init__(self, app: HttpApp, sock: socket.socket, *, name: str, graceful_s: float) -> None:
         self.sock = sock
         self.name = name
-        config = Config(
-            app,
-            http=HTTP_PARSER,
-            ws="none",  # no WebSocket in the Dapr API; "auto" would import wsproto or websockets
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            server_header=False,
-            date_header=False,
-            timeout_graceful_shutdown=max(round(graceful_s), 1),
-            timeout_keep_alive=30,
-            proxy_headers=False,  # the Dapr API is local; X-Forwarded-* means nothing here
-        )
-        self._server = _Server(config)
+        self.app = app
+        self.graceful_s = graceful_s
+        self._h1: H1Server | None = None
+        self._server: Any = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -191,7 +167,14 @@ class HttpServer:
         return Path(self.sock.getsockname())
 
     async def start(self) -> None:
-        """Start serving; returns once uvicorn has started."""
+        """Start serving; returns once the socket is served."""
+        if HTTP_PARSER == "httptools":
+            from edge_runtime.api.http.h1 import H1Server
+
+            self._h1 = H1Server(self.app, keep_alive_s=KEEP_ALIVE_S)
+            await self._h1.serve(self.sock)
+            return
+        self._server = _uvicorn_server(self.app, self.graceful_s)
         self._task = asyncio.create_task(
             self._server.serve(sockets=[self.sock]), name=f"http:{self.name}"
         )
@@ -203,12 +186,16 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop accepting, wait for in-flight requests (up to the graceful period), close."""
-        if self._task is None:
-            return
-        self._server.should_exit = True
         path = self.unix_path
-        await self._task
-        self._task = None
+        if self._h1 is not None:
+            h1, self._h1 = self._h1, None
+            await h1.stop(self.graceful_s)
+        elif self._task is not None:
+            self._server.should_exit = True
+            await self._task
+            self._task = None
+        else:
+            return
         if path is not None:  # a socket file left behind would look like a live sidecar's
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

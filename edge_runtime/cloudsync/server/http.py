@@ -1,4 +1,4 @@
-"""The cloud's HTTP API for cloud apps (our small ASGI adapter, on uvicorn).
+"""The cloud's HTTP API for cloud apps (our small ASGI adapter, served like the Dapr API).
 
 Every request needs ``Authorization: Bearer <token>``. Values are JSON when the device stored
 JSON (CBOR turned back into JSON), else the raw bytes as ``application/octet-stream``.

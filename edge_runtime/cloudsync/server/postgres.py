@@ -21,9 +21,6 @@ from edge_runtime.cloudsync import hlc as hlcs
 from edge_runtime.cloudsync.server.store import (
     HISTORY_AGE_S,
     HISTORY_POINTS,
-    KIND_DELETE,
-    KIND_EVENT,
-    KIND_UPSERT,
     ApplyResult,
     Cursor,
     DesiredRow,
@@ -32,6 +29,7 @@ from edge_runtime.cloudsync.server.store import (
     HistoryRow,
     RecordIn,
     StateRow,
+    plan,
 )
 
 __all__ = ["PostgresCloudStore"]
@@ -159,38 +157,23 @@ class PostgresCloudStore:
         """See :class:`~edge_runtime.cloudsync.server.store.CloudStore`."""
         async with self.pool.acquire() as conn, conn.transaction():
             await _lock_device(conn, device_id)
-            cursor = int(await conn.fetchval(
+            batch = plan(records, int(await conn.fetchval(
                 "SELECT seq FROM cursors WHERE device_id = $1 AND stream = $2 AND epoch = $3",
-                device_id, stream, epoch) or 0)
-            events: list[tuple[Any, ...]] = []
-            states: list[tuple[Any, ...]] = []
-            history: list[tuple[Any, ...]] = []
-            applied = replayed = 0
-            for r in records:
-                if r.seq <= cursor:
-                    replayed += 1
-                    continue
-                if r.kind == KIND_EVENT:
-                    events.append((device_id, r.target, r.key, r.hlc, r.payload, now))
-                elif r.kind in (KIND_UPSERT, KIND_DELETE):
-                    deleted = r.kind == KIND_DELETE
-                    states.append((device_id, r.target, r.key, b"" if deleted else r.payload,
-                                   r.hlc, deleted, now))
-                    if not deleted:
-                        history.append((device_id, r.target, r.key, r.hlc, r.payload))
-                cursor = r.seq
-                applied += 1
-            if events:
+                device_id, stream, epoch) or 0))
+            if batch.events:
                 await conn.executemany(
                     "INSERT INTO events(device_id, target, key, hlc, payload, received_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6)", events)
-            if states:
-                await conn.executemany(_UPSERT_STATE, states)
-            if history:
+                    " VALUES ($1, $2, $3, $4, $5, $6)",
+                    [(device_id, r.target, r.key, r.hlc, r.payload, now) for r in batch.events])
+            if batch.states:
+                await conn.executemany(_UPSERT_STATE, [(device_id, *state, now)
+                                                       for state in batch.states])
+            if batch.history:
                 await conn.executemany(
                     "INSERT INTO history(device_id, store, key, hlc, value)"
-                    " VALUES ($1, $2, $3, $4, $5)", history)
-                touched = sorted({(h[1], h[2]) for h in history})
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    [(device_id, *point) for point in batch.history])
+                touched = batch.touched
                 await conn.execute(_PRUNE_HISTORY, device_id, [t[0] for t in touched],
                                    [t[1] for t in touched],
                                    hlcs.pack(max(0, int((now - HISTORY_AGE_S) * 1000))),
@@ -199,12 +182,12 @@ class PostgresCloudStore:
                 "INSERT INTO cursors(device_id, stream, epoch, seq) VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT(device_id, stream, epoch) DO UPDATE SET seq = excluded.seq"
                 " WHERE excluded.seq > cursors.seq",
-                device_id, stream, epoch, cursor)
+                device_id, stream, epoch, batch.cursor)
             await conn.execute(
                 "UPDATE devices SET last_seen = $1, records = records + $2,"
                 " backlog = GREATEST(0, backlog - $2) WHERE device_id = $3",
-                now, applied, device_id)
-        return ApplyResult(cursor, applied, replayed)
+                now, batch.applied, device_id)
+        return batch.result()
 
     async def devices(self) -> list[DeviceRow]:
         """See :class:`~edge_runtime.cloudsync.server.store.CloudStore`."""

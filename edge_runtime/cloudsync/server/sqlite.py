@@ -16,9 +16,6 @@ from edge_runtime.cloudsync import hlc as hlcs
 from edge_runtime.cloudsync.server.store import (
     HISTORY_AGE_S,
     HISTORY_POINTS,
-    KIND_DELETE,
-    KIND_EVENT,
-    KIND_UPSERT,
     ApplyResult,
     Cursor,
     DesiredRow,
@@ -27,6 +24,7 @@ from edge_runtime.cloudsync.server.store import (
     HistoryRow,
     RecordIn,
     StateRow,
+    plan,
 )
 from edge_runtime.support.sqlitedb import Database, Durability, Migration
 
@@ -138,47 +136,32 @@ class SqliteCloudStore:
             row = conn.execute(
                 "SELECT seq FROM cursors WHERE device_id = ? AND stream = ? AND epoch = ?",
                 (device_id, stream, epoch)).fetchone()
-            cursor = int(row[0]) if row else 0
-            applied = replayed = 0
-            touched: set[tuple[str, str]] = set()
-            for r in records:
-                if r.seq <= cursor:
-                    replayed += 1
-                    continue
-                if r.kind == KIND_EVENT:
-                    conn.execute(
-                        "INSERT INTO events(device_id, target, key, hlc, payload, received_at)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (device_id, r.target, r.key, r.hlc, r.payload, now))
-                elif r.kind in (KIND_UPSERT, KIND_DELETE):
-                    deleted = r.kind == KIND_DELETE
-                    conn.execute(_UPSERT_STATE, (device_id, r.target, r.key,
-                                                 b"" if deleted else r.payload, r.hlc,
-                                                 int(deleted), now))
-                    if not deleted:
-                        conn.execute("INSERT INTO history(device_id, store, key, hlc, value)"
-                                     " VALUES (?, ?, ?, ?, ?)",
-                                     (device_id, r.target, r.key, r.hlc, r.payload))
-                        touched.add((r.target, r.key))
-                cursor = r.seq
-                applied += 1
+            batch = plan(records, int(row[0]) if row else 0)
+            conn.executemany(
+                "INSERT INTO events(device_id, target, key, hlc, payload, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(device_id, r.target, r.key, r.hlc, r.payload, now) for r in batch.events])
+            conn.executemany(_UPSERT_STATE, [(device_id, *state, now) for state in batch.states])
+            conn.executemany("INSERT INTO history(device_id, store, key, hlc, value)"
+                             " VALUES (?, ?, ?, ?, ?)",
+                             [(device_id, *point) for point in batch.history])
             conn.execute(
                 "INSERT INTO cursors(device_id, stream, epoch, seq) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT(device_id, stream, epoch) DO UPDATE SET seq = excluded.seq"
                 " WHERE excluded.seq > cursors.seq",
-                (device_id, stream, epoch, cursor))
+                (device_id, stream, epoch, batch.cursor))
             conn.execute(
                 "UPDATE devices SET last_seen = ?, records = records + ?,"
                 " backlog = MAX(0, backlog - ?) WHERE device_id = ?",
-                (now, applied, applied, device_id))
+                (now, batch.applied, batch.applied, device_id))
             oldest = hlcs.pack(int((now - HISTORY_AGE_S) * 1000))
-            for store, key in touched:
+            for store, key in batch.touched:
                 conn.execute(
                     "DELETE FROM history WHERE device_id = ? AND store = ? AND key = ? AND"
                     " (hlc < ? OR hlc <= (SELECT hlc FROM history WHERE device_id = ? AND"
                     " store = ? AND key = ? ORDER BY hlc DESC LIMIT 1 OFFSET ?))",
                     (device_id, store, key, oldest, device_id, store, key, HISTORY_POINTS))
-            return ApplyResult(cursor, applied, replayed)
+            return batch.result()
 
         size = sum(len(r.payload) + len(r.key) + 64 for r in records)
         return await self.db.write(unit, size=size)

@@ -24,7 +24,7 @@ Values are CBOR bytes as the device sent them. Methods are coroutine-safe.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "KIND_EVENT",
     "KIND_UPSERT",
     "ApplyResult",
+    "Batch",
     "CloudStore",
     "Cursor",
     "DesiredRow",
@@ -42,6 +43,7 @@ __all__ = [
     "HistoryRow",
     "RecordIn",
     "StateRow",
+    "plan",
 ]
 
 KIND_UPSERT = 1
@@ -80,6 +82,53 @@ class ApplyResult:
     cursor: int
     applied: int
     replayed: int
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a batch does past its stream's cursor (:func:`plan`), for a store to write in one
+    transaction with the new cursor: ``events`` to append, ``states`` to upsert by HLC as
+    ``(store, key, value, hlc, deleted)`` (a delete stores ``b""``), ``history`` points as
+    ``(store, key, hlc, value)``, and ``touched``, the keys whose history to prune, sorted.
+    Each list keeps the batch's order."""
+
+    cursor: int
+    applied: int = 0
+    replayed: int = 0
+    events: list[RecordIn] = field(default_factory=list)
+    states: list[tuple[str, str, bytes, int, bool]] = field(default_factory=list)
+    history: list[tuple[str, str, int, bytes]] = field(default_factory=list)
+
+    @property
+    def touched(self) -> list[tuple[str, str]]:
+        """The ``(store, key)`` pairs with a new history point, sorted."""
+        return sorted({(store, key) for store, key, _, _ in self.history})
+
+    def result(self) -> ApplyResult:
+        """What :meth:`CloudStore.apply` answers once the batch is written."""
+        return ApplyResult(self.cursor, self.applied, self.replayed)
+
+
+def plan(records: Sequence[RecordIn], cursor: int) -> Batch:
+    """The exactly-once rule of :meth:`CloudStore.apply` for a stream whose cursor is
+    ``cursor``: a record at or below the cursor (or one before it in the batch) is a replay;
+    every other one moves the cursor to its ``seq``. Upserts and deletes go to ``states``,
+    upserts also to ``history``; events to ``events``; another kind only moves the cursor."""
+    batch = Batch(cursor)
+    for r in records:
+        if r.seq <= batch.cursor:
+            batch.replayed += 1
+            continue
+        if r.kind == KIND_EVENT:
+            batch.events.append(r)
+        elif r.kind in (KIND_UPSERT, KIND_DELETE):
+            deleted = r.kind == KIND_DELETE
+            batch.states.append((r.target, r.key, b"" if deleted else r.payload, r.hlc, deleted))
+            if not deleted:
+                batch.history.append((r.target, r.key, r.hlc, r.payload))
+        batch.cursor = r.seq
+        batch.applied += 1
+    return batch
 
 
 @dataclass(frozen=True, slots=True)
