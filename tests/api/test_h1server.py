@@ -78,16 +78,22 @@ async def _close_clients() -> AsyncIterator[None]:
     WRITERS.clear()
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[tuple[H1Server, int]]:
+async def serving(keep_alive_s: float = 5.0) -> tuple[H1Server, int]:
+    """An :class:`H1Server` serving ``echo`` on a free loopback port; (server, port)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     sock.setblocking(False)
-    srv = H1Server(echo, keep_alive_s=5.0)
+    srv = H1Server(echo, keep_alive_s=keep_alive_s)
     await srv.serve(sock)
+    return srv, sock.getsockname()[1]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[H1Server, int]]:
+    srv, port = await serving()
     try:
-        yield srv, sock.getsockname()[1]
+        yield srv, port
     finally:
         await srv.stop(1.0)
 
@@ -264,13 +270,7 @@ async def test_a_client_gone_mid_body_is_a_disconnect_for_the_app(server: Any) -
 
 
 async def test_idle_and_stalled_connections_are_closed() -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    srv = H1Server(echo, keep_alive_s=0.3)
-    await srv.serve(sock)
-    port = sock.getsockname()[1]
+    srv, port = await serving(keep_alive_s=0.3)
     try:
         reader, writer = await connect(port)
         writer.write(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -287,13 +287,7 @@ async def test_idle_and_stalled_connections_are_closed() -> None:
 
 
 async def test_stop_lets_a_request_in_flight_finish_then_refuses_new_ones() -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.setblocking(False)
-    srv = H1Server(echo, keep_alive_s=5.0)
-    await srv.serve(sock)
-    port = sock.getsockname()[1]
+    srv, port = await serving()
     busy_r, busy_w = await connect(port)
     idle_r, _idle_w = await connect(port)
     hang_r, hang_w = await connect(port)
