@@ -270,7 +270,7 @@ class Connection(asyncio.Protocol):
         self._finished(req)
 
     async def _receive(self, req: _Request) -> Message:
-        if self.closing and not req.body:
+        if self.closing and not req.body and not req.complete:
             return _DISCONNECT
         if req.expect_continue and not req.continue_sent and not req.complete:
             req.continue_sent = True
