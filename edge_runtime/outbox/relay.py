@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 
 FILLING_RETRY_S = 0.02
 # The fast lane takes an append only while at most window/LANE_SHARE sends are in flight
-# (4 of the default 100).
-LANE_SHARE = 25
+# (8 of the default 100).
+LANE_SHARE = 12
 
 Send = Callable[[Row], Awaitable[None]]
 """Deliver one row; return when the far side acknowledged it, raise when it did not."""
