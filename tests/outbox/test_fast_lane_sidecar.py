@@ -8,7 +8,9 @@ persistent session, concurrent HTTP publishers that count only a 204 as acknowle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,18 +31,31 @@ def write_bytes(pid: int) -> int:
     return int(fields["write_bytes"]) - int(fields["cancelled_write_bytes"])
 
 
-async def test_kill_9_during_a_steady_publish_on_the_fast_lane_loses_nothing(
-    tmp_path: Path,
-) -> None:
+@contextlib.asynccontextmanager
+async def publisher_rig(tmp_path: Path, client: str) -> AsyncIterator[
+        tuple[SidecarProcess, Recorder]]:
+    """A private mosquitto, a recorder subscribed to it and a publishing sidecar (not yet
+    started), stopped at the end."""
     require_mosquitto()
     broker = Mosquitto(tmp_path / "broker", extra_config="max_queued_messages 0")
     broker.start()
     recorder = Recorder(broker.port)
     recorder.start()
-    pub = SidecarProcess(tmp_path, "pub", pubsub_component(broker.url, "fast-pub"),
+    pub = SidecarProcess(tmp_path, "pub", pubsub_component(broker.url, client),
                          log_level="warn")
-    counts = Counts("fast lane kill")
     try:
+        yield pub, recorder
+    finally:
+        await pub.stop()
+        recorder.stop()
+        broker.stop()
+
+
+async def test_kill_9_during_a_steady_publish_on_the_fast_lane_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    counts = Counts("fast lane kill")
+    async with publisher_rig(tmp_path, "fast-pub") as (pub, recorder):
         await pub.start()
         flow = Publishers(pub, 8, 3000, counts)
         flow.start()
@@ -62,24 +77,13 @@ async def test_kill_9_during_a_steady_publish_on_the_fast_lane_loses_nothing(
         print(counts.line(), dict(flow.statuses))
         assert not missing, f"{len(missing)} acknowledged ids never arrived: {sorted(missing)[:20]}"
         assert len(counts.acknowledged) > 3000 // 2
-    finally:
-        await pub.stop()
-        recorder.stop()
-        broker.stop()
 
 
 async def test_a_quick_broker_takes_the_outbox_writes_off_the_disk(tmp_path: Path) -> None:
     """At ~500 msg/s with the default 2 ms commit window, the publisher writes far less than
     a page per message (through the table: an insert commit and a share of a delete commit,
     ~6 KB each on this path)."""
-    require_mosquitto()
-    broker = Mosquitto(tmp_path / "broker", extra_config="max_queued_messages 0")
-    broker.start()
-    recorder = Recorder(broker.port)
-    recorder.start()
-    pub = SidecarProcess(tmp_path, "pub", pubsub_component(broker.url, "fast-pub2"),
-                         log_level="warn")
-    try:
+    async with publisher_rig(tmp_path, "fast-pub2") as (pub, _recorder):
         await pub.start()
         warm = Counts("warm")
         await _publish(pub, warm, 200)
@@ -97,10 +101,6 @@ async def test_a_quick_broker_takes_the_outbox_writes_off_the_disk(tmp_path: Pat
         print(f"[fast lane] {per_msg:.0f} B/msg written, {got:.0f} of 1000 never written")
         assert got > 500
         assert per_msg < 2000, per_msg
-    finally:
-        await pub.stop()
-        recorder.stop()
-        broker.stop()
 
 
 async def _publish(pub: SidecarProcess, counts: Counts, n: int) -> None:
