@@ -10,12 +10,15 @@ the packages for anything else still gets it). See :mod:`edge_runtime.api.grpc.s
 
 from __future__ import annotations
 
+from edge_runtime.support import pbruntime
 from edge_runtime.support.lazypkg import without_init
 
 PACKAGES = ("dapr", "dapr.proto", "dapr.proto.common.v1", "dapr.proto.runtime.v1")
 
 
 def prepare() -> None:
-    """Put the package modules in place (a no-op for those already imported)."""
+    """Put the package modules in place (a no-op for those already imported), and the
+    protobuf runtime's deferred module (:mod:`edge_runtime.support.pbruntime`)."""
+    pbruntime.prepare()
     for name in PACKAGES:
         without_init(name)

@@ -9,5 +9,9 @@ run from the repository root; ``tests/cloudsync/test_protocol.py`` regenerates t
 temporary folder and fails when they differ from the committed files.
 """
 
+from edge_runtime.support import pbruntime
+
+pbruntime.prepare()  # before sync_pb2 imports google.protobuf (see the module)
+
 SERVICE = "edge_runtime.cloudsync.v1.CloudSync"
 SYNC_METHOD = f"/{SERVICE}/Sync"
