@@ -151,12 +151,7 @@ usermod -a -G gpio,dialout "$USER_NAME"
 
 # ------------------------------------------------------------------------------ virtualenv
 [ -x "$PREFIX/venv/bin/python" ] || python3 -m venv "$PREFIX/venv"
-# The versions the project measured and tested where the newest allowed differ (constraints.txt).
-if [ -f "$TREE/constraints.txt" ]; then
-  "$PREFIX/venv/bin/python" -m pip install -q --upgrade -c "$TREE/constraints.txt" "$SOURCE"
-else
-  "$PREFIX/venv/bin/python" -m pip install -q --upgrade "$SOURCE"
-fi
+"$PREFIX/venv/bin/python" -m pip install -q --upgrade "$SOURCE"
 "$PREFIX/venv/bin/edge-runtime" --version >/dev/null || die "the installed edge-runtime does not run"
 cp "$TREE/README.md" "$PREFIX/README.md" 2>/dev/null || true
 if [ -d "$TREE/examples" ]; then
