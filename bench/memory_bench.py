@@ -31,6 +31,7 @@ from bench import _footprint
 from bench._footprint import (
     PROFILES,
     Profile,
+    as_after_boot,
     bare_start,
     cloud_server,
     last_cpu,
@@ -187,6 +188,9 @@ def main() -> None:
     if args.python:
         _footprint.PYTHON[:] = [args.python]
     names = args.profile or ["lean", "full"]
+    # Before anything maps them: the libraries come into memory as on a booted device.
+    print(f"(page cache of {as_after_boot(_footprint.PYTHON[0])} shared objects dropped: "
+          f"the sidecars map them as after a boot)")
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp_s:
         tmp = Path(tmp_s)
         env = sidecar_env(tmp)
