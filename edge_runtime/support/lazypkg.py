@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from types import ModuleType
 from typing import Any
 
@@ -60,11 +60,7 @@ def without_init(package: str, rebound: Collection[str] = (), **early: str) -> M
                 return pkg.__dict__[name]
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
-    setattr(pkg, "__getattr__", rest)  # noqa: B010 - PEP 562: the module's fallback
-    sys.modules[package] = pkg
-    parent, _, child = package.rpartition(".")
-    if parent:  # as the import system does: the parent package names its submodule
-        setattr(sys.modules[parent], child, pkg)
+    _place(package, pkg, rest)
     try:
         for name, where in early.items():
             module, attr = where.split(":")
@@ -105,9 +101,15 @@ def deferred(module: str) -> ModuleType:
                 return mod.__dict__[name]
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
-    setattr(mod, "__getattr__", rest)  # noqa: B010 - PEP 562: the module's fallback
-    sys.modules[module] = mod
-    parent, _, child = module.rpartition(".")
+    _place(module, mod, rest)
+    return mod
+
+
+def _place(name: str, mod: ModuleType, fallback: Callable[[str], Any]) -> None:
+    """Put the unexecuted ``mod`` where the import system would: in ``sys.modules`` and named
+    by its parent package; ``fallback`` answers the names it does not have yet (PEP 562)."""
+    setattr(mod, "__getattr__", fallback)  # noqa: B010 - PEP 562: the module's fallback
+    sys.modules[name] = mod
+    parent, _, child = name.rpartition(".")
     if parent:
         setattr(importlib.import_module(parent), child, mod)
-    return mod
