@@ -16,8 +16,8 @@ The TXT is authoritative: the instance name is only a readable label.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -65,7 +65,7 @@ class Discovery(Protocol):
 
 def instance_label(app_id: str) -> str:
     """A fresh instance label for ``app_id``: ``<app id>-<6 hex>``, at most 63 bytes."""
-    suffix = "-" + secrets.token_hex(3)
+    suffix = "-" + os.urandom(3).hex()
     return app_id[: _LABEL_MAX - len(suffix)] + suffix
 
 

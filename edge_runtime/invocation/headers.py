@@ -13,8 +13,8 @@ daprd does with tracing off. A ``tracestate`` without a valid ``traceparent`` is
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 from collections.abc import Mapping
 
 __all__ = [
@@ -86,8 +86,9 @@ def valid_traceparent(value: str) -> bool:
 
 
 def new_traceparent() -> str:
-    """A fresh, unsampled traceparent."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-00"
+    """A fresh, unsampled traceparent (``os.urandom``, what ``secrets.token_hex`` reads, without
+    importing ``secrets`` and ``hmac`` for it)."""
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-00"
 
 
 def with_trace(headers: Mapping[str, str]) -> dict[str, str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 __all__ = ["write_atomic"]
@@ -20,7 +19,10 @@ def write_atomic(path: Path, data: bytes) -> None:
     Raises ``OSError`` when it cannot (the old file, if any, is left as it was).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A name of our own rather than ``tempfile.mkstemp``: that module (with ``shutil``, ``bz2``,
+    # ``lzma`` and ``random``) is 0.5 MiB of RSS that nothing else in the sidecar loads.
+    tmp = str(path.parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

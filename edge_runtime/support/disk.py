@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -51,7 +50,8 @@ class DiskBudget:
                 except OSError:
                     continue
         try:
-            free = shutil.disk_usage(self.data_dir).free
+            st = os.statvfs(self.data_dir)  # what shutil.disk_usage reports as free
+            free = st.f_bavail * st.f_frsize
         except OSError:
             free = 1 << 62
         self._used, self._free, self._checked_at = used, free, now

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import tempfile
 from pathlib import Path
 
 __all__ = ["CLOSED_AFTER_HANDSHAKE", "load_cert_chain_pem", "own_certificate_problem", "probe"]
@@ -31,6 +30,8 @@ def load_cert_chain_pem(context: ssl.SSLContext, cert: str, key: str) -> None:
     """``load_cert_chain`` from PEM text: ``ssl`` only reads files, so the PEMs go to a private
     (0700) temporary folder, are loaded, and the folder is removed at once (the context keeps
     them in memory). Raises ``ssl.SSLError``/``ValueError`` for unusable PEMs."""
+    import tempfile  # here: only with PEMs given inline (0.2 MiB of RSS for every sidecar)
+
     with tempfile.TemporaryDirectory(prefix="edge-runtime-tls-") as tmp:
         cert_path, key_path = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
         for path, text in ((cert_path, cert), (key_path, key)):

@@ -378,14 +378,18 @@ def test_outbox_command_shows_the_backlog(tmp_path: Path) -> None:
 # the GPIO/serial/mDNS libraries, prometheus_client's exposition module (its HTTP servers and
 # push client: we render /metrics ourselves), decimal (one config value format) and
 # importlib.resources (the OpenAPI document), imported where used, and the idna codec
-# (CPython's resolver encodes a str host with it; paho's connect passes ASCII hosts as bytes).
+# (CPython's resolver encodes a str host with it; paho's connect passes ASCII hosts as bytes),
+# and what paho's urllib.request would import (http.client, email: it is made without running,
+# and paho is asked for a proxy only when one is set; uvicorn's server imports email.utils),
+# tempfile and secrets (a file name and random ids come from os.urandom).
 LEAN_NEVER = (
     "grpc", "dapr", "google.protobuf", "httpx", "cbor2", "wsproto", "websockets", "gpiod",
     "serial", "zeroconf", "click", "multiprocessing", "uvicorn.main", "uvicorn.supervisors",
     "prometheus_client.exposition", "http.server", "wsgiref", "decimal", "importlib.resources",
     "encodings.idna", "stringprep", "edge_runtime.api.grpc", "edge_runtime.cloudsync.client",
     "edge_runtime.runtime.cloud", "edge_runtime.bindings.gpio", "edge_runtime.bindings.serial",
-) + (("uvicorn", "h11") if HTTP_PARSER == "httptools" else ())
+    "http.client",
+) + (("uvicorn", "h11", "email", "tempfile", "secrets") if HTTP_PARSER == "httptools" else ())
 HTTP_SERVER_MODULE = "edge_runtime.api.http.h1" if HTTP_PARSER == "httptools" else "uvicorn.server"
 
 MQTT_NOWHERE = """\

@@ -6,6 +6,7 @@ condition."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 
 from edge_runtime.pubsub import Message
 from tests.pubsub.conftest import Inbox, MakePubSub, connected
+from tests.support.fresh import run_python
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.broker
@@ -85,3 +87,46 @@ def test_wait_for_publish_with_the_shared_condition(mosquitto: Mosquitto, uid: s
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def test_paho_is_asked_for_a_proxy_only_when_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its lookup runs ``urllib.request`` (made without running by ``pubsub.mqtt``): without
+    a proxy set it is not asked; ``proxy_set`` or an ``mqtt_proxy`` variable, in any case,
+    still reach paho's lookup."""
+    from edge_runtime.pubsub.mqtt.coalesce import CoalescingClient
+
+    for name in [k for k in os.environ if k.lower() == "mqtt_proxy"]:
+        monkeypatch.delenv(name)
+    client = CoalescingClient(paho.CallbackAPIVersion.VERSION2, client_id="proxy-probe")
+    assert not client._proxy_wanted()
+    monkeypatch.setenv("MQTT_PROXY", "socks://127.0.0.1:1")
+    assert client._proxy_wanted()
+    monkeypatch.delenv("MQTT_PROXY")
+    client._proxy = {"proxy_type": 2, "proxy_addr": "127.0.0.1"}
+    assert client._proxy_wanted()
+
+
+def test_paho_connects_without_running_urllib_request() -> None:
+    """In a fresh interpreter: a client of ours connects (to a closed port: refused) and
+    ``urllib.request``, ``http.client`` and ``email`` are not run; asked, it is whole."""
+    out = run_python(URLLIB)
+    assert out.strip() == "ok"
+
+
+URLLIB = """
+import socket, sys
+import edge_runtime.pubsub.mqtt.client
+from edge_runtime.pubsub.mqtt.coalesce import CoalescingClient
+import paho.mqtt.client as paho
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+c = CoalescingClient(paho.CallbackAPIVersion.VERSION2, client_id="urllib-probe")
+try:
+    c.connect("127.0.0.1", port)
+except ConnectionRefusedError:
+    pass
+req = sys.modules["urllib.request"]
+assert "urlopen" not in vars(req), "urllib.request ran"
+assert "http.client" not in sys.modules and "email" not in sys.modules
+assert callable(req.urlopen) and "http.client" in sys.modules
+print("ok")
+"""

@@ -6,12 +6,23 @@ importer), ``supervisor`` (reconnects), ``acks`` (futures per message id), ``win
 
 The package's names are loaded on first use, so the pure modules (``topics``, ``backoff``) can
 be imported without paho (cloud sync and the in-memory broker use them).
+
+paho's client imports ``urllib.request`` at its top, for one use: reading an ``mqtt_proxy``
+setting from the environment when PySocks is installed. It pulls ``http.client`` and the
+``email`` package (2.3 MiB of RSS, 31 modules), so it is made here, before any of our modules
+imports paho, without running (:func:`edge_runtime.support.lazypkg.deferred`); the
+``CoalescingClient`` asks paho for a proxy only when one is set (``coalesce.py``), and anyone
+else asking ``urllib.request`` for a name gets the real module.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from edge_runtime.support.lazypkg import deferred
+
+deferred("urllib.request")
 
 if TYPE_CHECKING:
     from edge_runtime.pubsub.mqtt.metadata import MqttMetadata

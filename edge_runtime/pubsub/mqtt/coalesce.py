@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import threading
 from typing import Any, Literal
@@ -127,14 +128,23 @@ class CoalescingClient(paho.Client):
     def _create_socket_connection(self) -> socket.socket:
         """paho's connect, with an ASCII host name passed as bytes: CPython encodes a ``str``
         host with the ``idna`` codec (importing it, ``stringprep`` and ``unicodedata``: ~0.4
-        MiB of RSS for an address such as ``127.0.0.1``); bytes are resolved as they are."""
+        MiB of RSS for an address such as ``127.0.0.1``); bytes are resolved as they are.
+
+        paho's proxy lookup is asked only when a proxy is set (``proxy_set`` or an
+        ``mqtt_proxy`` environment variable, the one name it reads from ``getproxies``): its
+        lookup runs ``urllib.request`` (see the package's docstring) even to find none."""
         host = self._host
-        if self._get_proxy() or not host.isascii():
+        if (self._proxy_wanted() and self._get_proxy()) or not host.isascii():
             return super()._create_socket_connection()
         return socket.create_connection(
             (host.encode("ascii"), self._port),  # type: ignore[arg-type]  # bytes resolve too
             timeout=self._connect_timeout,
             source_address=(self._bind_address, self._bind_port))
+
+    def _proxy_wanted(self) -> bool:
+        """Whether paho's ``_get_proxy`` could find a proxy: one given to ``proxy_set``, or an
+        ``mqtt_proxy`` variable (any case, as ``urllib.request.getproxies`` reads them)."""
+        return bool(self._proxy) or any(k.lower() == "mqtt_proxy" for k in os.environ)
 
     def _sock_close(self) -> None:
         sock = self._sock
