@@ -14,9 +14,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_runtime import __version__
 from edge_runtime.config.settings import Settings, default_data_dir, parse_quantity
+from edge_runtime.support import gctune
+
+if TYPE_CHECKING:
+    from edge_runtime.runtime.runtime import Runtime
 
 
 def _port(text: str) -> int:
@@ -236,6 +241,7 @@ def _run(args: argparse.Namespace) -> int:
 
         daprproto.prepare()
     log = logging.getLogger("edge_runtime")
+    gctune.tune()
     # uvloop where it is installed (not on armv7: no wheel); EDGE_RUNTIME_LOOP=asyncio opts out.
     if os.environ.get("EDGE_RUNTIME_LOOP", "auto") != "asyncio":
         try:
@@ -244,9 +250,31 @@ def _run(args: argparse.Namespace) -> int:
             pass
         else:
             log.info("event loop: uvloop")
-            return uvloop.run(Runtime(settings).run())
+            return uvloop.run(_serve(Runtime(settings)))
     log.info("event loop: asyncio")
-    return asyncio.run(Runtime(settings).run())
+    return asyncio.run(_serve(Runtime(settings)))
+
+
+SETTLE_AFTER_S = 2.0  # after ready: the first requests are not held up by the collection
+
+
+async def _serve(runtime: Runtime) -> int:
+    """Run the sidecar; once it serves, settle the garbage collector (:mod:`gctune`)."""
+    loop = asyncio.get_running_loop()
+    settled: list[asyncio.TimerHandle] = []
+
+    def ready(_: object) -> None:
+        if runtime.ready.is_set():
+            settled.append(loop.call_later(SETTLE_AFTER_S, gctune.settle))
+
+    waiter = asyncio.ensure_future(runtime.ready.wait())
+    waiter.add_done_callback(ready)
+    try:
+        return await runtime.run()
+    finally:
+        waiter.cancel()
+        for handle in settled:
+            handle.cancel()
 
 
 def _validate(args: argparse.Namespace) -> int:
