@@ -19,8 +19,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     Raises ``OSError`` when it cannot (the old file, if any, is left as it was).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A name of our own rather than ``tempfile.mkstemp``: that module (with ``shutil``, ``bz2``,
-    # ``lzma`` and ``random``) is 0.5 MiB of RSS that nothing else in the sidecar loads.
+    # A name of our own rather than ``tempfile.mkstemp``: that module (with ``random``) is RSS
+    # that nothing else in the sidecar needs.
     tmp = str(path.parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:

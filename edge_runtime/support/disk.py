@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -50,8 +51,7 @@ class DiskBudget:
                 except OSError:
                     continue
         try:
-            st = os.statvfs(self.data_dir)  # what shutil.disk_usage reports as free
-            free = st.f_bavail * st.f_frsize
+            free = shutil.disk_usage(self.data_dir).free
         except OSError:
             free = 1 << 62
         self._used, self._free, self._checked_at = used, free, now
