@@ -32,16 +32,16 @@ def write_bytes(pid: int) -> int:
 
 
 @contextlib.asynccontextmanager
-async def publisher_rig(tmp_path: Path, client: str) -> AsyncIterator[
+async def publisher_rig(tmp_path: Path, client: str, *extra: str) -> AsyncIterator[
         tuple[SidecarProcess, Recorder]]:
     """A private mosquitto, a recorder subscribed to it and a publishing sidecar (not yet
-    started), stopped at the end."""
+    started; ``extra``: more ``run`` flags), stopped at the end."""
     require_mosquitto()
     broker = Mosquitto(tmp_path / "broker", extra_config="max_queued_messages 0")
     broker.start()
     recorder = Recorder(broker.port)
     recorder.start()
-    pub = SidecarProcess(tmp_path, "pub", pubsub_component(broker.url, client),
+    pub = SidecarProcess(tmp_path, "pub", pubsub_component(broker.url, client), extra=extra,
                          log_level="warn")
     try:
         yield pub, recorder
@@ -80,10 +80,15 @@ async def test_kill_9_during_a_steady_publish_on_the_fast_lane_loses_nothing(
 
 
 async def test_a_quick_broker_takes_the_outbox_writes_off_the_disk(tmp_path: Path) -> None:
-    """At ~500 msg/s with the default 2 ms commit window, the publisher writes far less than
-    a page per message (through the table: an insert commit and a share of a delete commit,
-    ~6 KB each on this path)."""
-    async with publisher_rig(tmp_path, "fast-pub2") as (pub, _recorder):
+    """At ~500 msg/s the publisher writes far less than a page per message (through the
+    table: an insert commit and a share of a delete commit, ~6 KB each on this path).
+
+    With a 20 ms commit window: what is tested is that rows the broker acknowledged within the
+    window are not written, not how often a loopback PUBACK beats the default 2 ms (that is
+    `wear_bench`'s figure): on a busy machine 16-47 % of them came later than 2 ms, and the
+    test measured up to 3.9 KB per message with the mechanism working."""
+    async with publisher_rig(tmp_path, "fast-pub2", "--commit-window-ms", "20") as (
+            pub, _recorder):
         await pub.start()
         warm = Counts("warm")
         await _publish(pub, warm, 200)
@@ -99,7 +104,7 @@ async def test_a_quick_broker_takes_the_outbox_writes_off_the_disk(tmp_path: Pat
         per_msg = (write_bytes(proc.pid) - before) / 1000
         got = await pub.metric(UNWRITTEN, LABELS) - unwritten
         print(f"[fast lane] {per_msg:.0f} B/msg written, {got:.0f} of 1000 never written")
-        assert got > 500
+        assert got > 800
         assert per_msg < 2000, per_msg
 
 
