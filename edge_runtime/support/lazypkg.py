@@ -21,7 +21,10 @@ import importlib.util
 import sys
 from collections.abc import Callable, Collection
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importlib.abc imports importlib.resources (and tempfile) at run time
+    from importlib.abc import Loader
 
 
 def without_init(package: str, rebound: Collection[str] = (), **early: str) -> ModuleType:
@@ -38,11 +41,7 @@ def without_init(package: str, rebound: Collection[str] = (), **early: str) -> M
     """
     if package in sys.modules:
         return sys.modules[package]
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
-        raise ImportError(f"{package} is not an installed package")
-    pkg = importlib.util.module_from_spec(spec)
-    loader = spec.loader
+    pkg, loader = _unexecuted(package, is_package=True)
     done = False
 
     def rest(name: str) -> Any:
@@ -84,11 +83,7 @@ def deferred(module: str) -> ModuleType:
     """
     if module in sys.modules:
         return sys.modules[module]
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"{module} is not installed")
-    mod = importlib.util.module_from_spec(spec)
-    loader = spec.loader
+    mod, loader = _unexecuted(module, is_package=False)
     ran = False
 
     def rest(name: str) -> Any:
@@ -103,6 +98,17 @@ def deferred(module: str) -> ModuleType:
 
     _place(module, mod, rest)
     return mod
+
+
+def _unexecuted(name: str, *, is_package: bool) -> tuple[ModuleType, Loader]:
+    """The module ``name`` made from its spec, its code not run, and the loader that runs it.
+    Raises ``ImportError`` when it is not installed (or, ``is_package``, is no package)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{name} is not installed")
+    if is_package and spec.submodule_search_locations is None:
+        raise ImportError(f"{name} is not an installed package")
+    return importlib.util.module_from_spec(spec), spec.loader
 
 
 def _place(name: str, mod: ModuleType, fallback: Callable[[str], Any]) -> None:
